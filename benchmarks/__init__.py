@@ -1,0 +1,1 @@
+"""callrt benchmark programs. Each prints its baseline measured in the same run and the ratio."""

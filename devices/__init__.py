@@ -1,0 +1,1 @@
+"""Camera, microphone, speaker, file and synthetic sources; device listing."""
