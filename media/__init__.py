@@ -3,6 +3,7 @@
 ``media`` imports neither ``signaling`` nor ``devices``.
 """
 
+from media.errors import CallrtError
 from media.frames import AUDIO_SAMPLE_RATE, VIDEO_TIME_BASE, AudioFrame, VideoFrame
 from media.source import AudioSource, Source, SourceEnded, VideoSource
 
@@ -11,6 +12,7 @@ __all__ = [
     "VIDEO_TIME_BASE",
     "AudioFrame",
     "AudioSource",
+    "CallrtError",
     "Source",
     "SourceEnded",
     "VideoFrame",
