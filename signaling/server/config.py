@@ -1,0 +1,54 @@
+"""Coordinator configuration."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+
+from signaling.models import ICEServer
+
+
+@dataclass
+class ServerConfig:
+    """How a coordinator runs. Keys come from flags or ``CALLRT_API_KEY``/``CALLRT_API_SECRET``."""
+
+    api_key: str
+    """Public key that clients send with every request."""
+    api_secret: str
+    """Signs and verifies every token; never logged."""
+    db_path: str = ":memory:"
+    """SQLite file (created if missing) or ``:memory:``."""
+    public_url: str | None = None
+    """Base URL clients use (``http://host:port``); derived from the bound address when None."""
+    ice_servers: list[ICEServer] = field(default_factory=list)
+    """STUN/TURN servers handed to participants at join (empty: host candidates only, right on loopback)."""
+    participant_timeout_s: float = 30.0
+    """A participant whose heartbeats stop for this long is removed from the call."""
+    reap_interval_s: float = 5.0
+    """How often stale participants are looked for."""
+    dev_keys: bool = False
+    """True when the keys were generated for development (enables the page's dev login)."""
+
+    def __repr__(self) -> str:
+        return f"ServerConfig(api_key={self.api_key!r}, db_path={self.db_path!r}, public_url={self.public_url!r})"
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> ServerConfig:
+        """Keys from the environment, or a freshly generated development pair."""
+        key = os.environ.get("CALLRT_API_KEY")
+        secret = os.environ.get("CALLRT_API_SECRET")
+        dev = False
+        if not key or not secret:
+            key, secret = generate_dev_keys()
+            dev = True
+        cfg = cls(api_key=key, api_secret=secret, dev_keys=dev)
+        for name, value in overrides.items():
+            if value is not None:
+                setattr(cfg, name, value)
+        return cfg
+
+
+def generate_dev_keys() -> tuple[str, str]:
+    """A random development API key and secret."""
+    return "dev-" + secrets.token_hex(6), secrets.token_urlsafe(32)
