@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 from signaling.call_state import CallingState, CallState
 from signaling.device_manager import DeviceManager
 from signaling.emitter import EventEmitter, Handler
-from signaling.errors import InvalidRequest, InvalidState, SignalingError
+from signaling.errors import InvalidRequest, InvalidState, SignalingError, from_validation_errors
 from signaling.models import (
     CALL_ID_PATTERN,
     CALL_TYPE_PATTERN,
@@ -43,9 +43,7 @@ def _validated(model: type[BaseModel], data: Any) -> dict[str, Any]:
     try:
         obj = data if isinstance(data, model) else model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise InvalidRequest(f"{where}: {first['msg']}" if where else first["msg"]) from None
+        raise from_validation_errors(list(exc.errors())) from None
     return obj.model_dump(mode="json", exclude_unset=True)
 
 

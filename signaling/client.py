@@ -18,7 +18,6 @@ from signaling.call import Call, _validated
 from signaling.emitter import EventEmitter, Handler
 from signaling.errors import ConnectionFailed, InvalidRequest, SignalingError, error_from_payload
 from signaling.event_socket import EventSocket
-from signaling.tokens import TokenIssuer
 from signaling.models import (
     CallResponse,
     CallTypeRequest,
@@ -28,6 +27,7 @@ from signaling.models import (
     UserRequest,
     UserResponse,
 )
+from signaling.tokens import TokenIssuer
 
 if TYPE_CHECKING:
     from signaling.models import JoinCallResponse

@@ -170,3 +170,13 @@ def error_from_payload(payload: Any, status: int) -> SignalingError:
             err.code = payload["code"]
         return err
     return SignalingError(f"unexpected response (HTTP {status}): {str(payload)[:200]}", status=status)
+
+
+def from_validation_errors(errors: list[dict[str, Any]], prefix: str = "") -> InvalidRequest:
+    """One typed error for pydantic validation errors: ``PayloadTooLarge`` for a size cap,
+    else ``InvalidRequest`` naming the first bad field."""
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    where = ".".join(str(p) for p in first.get("loc", ()))
+    message = f"{prefix}{where}: {first.get('msg', '')}" if where else f"{prefix}{first.get('msg', '')}"
+    too_large = any("custom data is" in str(e.get("msg", "")) for e in errors)
+    return PayloadTooLarge(message) if too_large else InvalidRequest(message)

@@ -16,7 +16,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from media.errors import CallrtError
-from signaling.errors import InternalError, InvalidRequest, PayloadTooLarge, SignalingError, Unauthenticated
+from signaling.errors import (
+    InternalError,
+    InvalidRequest,
+    PayloadTooLarge,
+    SignalingError,
+    Unauthenticated,
+    from_validation_errors,
+)
 from signaling.models import (
     CALL_ID_PATTERN,
     CALL_TYPE_PATTERN,
@@ -126,6 +133,7 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
                   responses={400: {"model": ErrorResponse}, 401: {"model": ErrorResponse},
                              403: {"model": ErrorResponse}, 404: {"model": ErrorResponse},
                              409: {"model": ErrorResponse}, 413: {"model": ErrorResponse}})
+    heartbeat_s = min(HEARTBEAT_INTERVAL_S, config.participant_timeout_s / 3)
     app.state.config = config
     app.state.service = service
     app.state.hub = hub
@@ -147,13 +155,8 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
-        details = [{"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", ""))} for e in errors]
-        first = details[0] if details else {"loc": [], "msg": "invalid request"}
-        msg = f"{'.'.join(first['loc'])}: {first['msg']}" if first["loc"] else first["msg"]
-        too_large = any("custom data is" in d["msg"] for d in details)
-        err = PayloadTooLarge(msg) if too_large else InvalidRequest(msg)
-        return _error_response(err, details)
+        details = [{"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", ""))} for e in exc.errors()]
+        return _error_response(from_validation_errors(details), details)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -278,7 +281,7 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
         try:
             await ws.send_text(json.dumps({"type": "connection.ok", "connection_id": conn.id,
                                            "user_id": conn.user_id,
-                                           "heartbeat_interval_s": HEARTBEAT_INTERVAL_S}))
+                                           "heartbeat_interval_s": heartbeat_s}))
             while True:
                 raw = await ws.receive_text()
                 await _handle_client_message(ws, conn, raw)

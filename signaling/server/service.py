@@ -27,6 +27,7 @@ from signaling.errors import (
     InvalidRequest,
     NotFound,
     PermissionDenied,
+    from_validation_errors,
 )
 from signaling.models import (
     CAPABILITIES,
@@ -85,9 +86,7 @@ def validate_settings(*layers: dict[str, Any]) -> CallSettings:
     try:
         return CallSettings.model_validate(merged)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise InvalidRequest(f"invalid settings: {where}: {first['msg']}") from None
+        raise from_validation_errors(list(exc.errors()), prefix="invalid settings: ") from None
 
 
 @dataclass
