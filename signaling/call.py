@@ -78,6 +78,11 @@ class Call:
         return f"{self.type}:{self.id}"
 
     @property
+    def remote_participants(self) -> dict[str, Any]:
+        """Remote participants with media (``RemoteParticipant``: ``.video``/``.audio`` sinks), by session id."""
+        return dict(self.media.remote) if self.media is not None else {}
+
+    @property
     def session_id(self) -> str | None:
         return self.participant.session_id if self.participant else None
 

@@ -6,7 +6,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Path, Query, Request, WebSocket, WebSocketDisconnect
@@ -48,6 +48,7 @@ from signaling.models import (
 from signaling.server.auth import Identity, TokenIssuer
 from signaling.server.config import ServerConfig
 from signaling.server.hub import Connection, EventHub
+from signaling.server.media_relay import MediaRelay
 from signaling.server.service import CallService, ServiceConfig
 from signaling.server.store import SQLiteStore, Store
 
@@ -104,6 +105,8 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
     hub = EventHub()
     the_store = store or SQLiteStore(config.db_path)
     service = CallService(the_store, tokens, hub, ServiceConfig(ice_servers=tuple(config.ice_servers)))
+    relay = MediaRelay(service)
+    service.media = relay
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -138,14 +141,8 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
     app.state.service = service
     app.state.hub = hub
     app.state.tokens = tokens
+    app.state.relay = relay
     app.add_middleware(BodyLimitMiddleware)
-
-    @app.middleware("http")
-    async def _media_url(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
-        if not service.config.media_url:
-            base = config.public_url or str(request.base_url).rstrip("/")
-            service.config.media_url = base.replace("http", "ws", 1) + "/video/media"
-        return await call_next(request)
 
     # ------------------------------------------------------------ errors
 
@@ -205,9 +202,12 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
         return await service.update_call(who, call_type, call_id, body)
 
     @app.post("/video/call/{call_type}/{call_id}/join", response_model=JoinCallResponse)
-    async def join_call(who: Who, call_type: CallType, call_id: CallId, body: JoinCallRequest | None = None,
-                        connection_id: ConnId = None) -> Any:
-        return await service.join_call(who, call_type, call_id, body or JoinCallRequest(), connection_id)
+    async def join_call(request: Request, who: Who, call_type: CallType, call_id: CallId,
+                        body: JoinCallRequest | None = None, connection_id: ConnId = None) -> Any:
+        base = config.public_url or str(request.base_url).rstrip("/")
+        media_url = base.replace("http", "ws", 1) + "/video/media"
+        return await service.join_call(who, call_type, call_id, body or JoinCallRequest(), connection_id,
+                                       media_url=media_url)
 
     @app.post("/video/call/{call_type}/{call_id}/leave", response_model=CallStateResponse)
     async def leave_call(who: Who, call_type: CallType, call_id: CallId, body: LeaveCallRequest) -> Any:
@@ -269,6 +269,10 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
         return {"ok": True, "connections": len(hub)}
 
     # ------------------------------------------------------------ events
+
+    @app.websocket("/video/media")
+    async def media_socket(ws: WebSocket) -> None:
+        await relay.serve(ws)
 
     @app.websocket("/video/connect")
     async def events_socket(ws: WebSocket) -> None:

@@ -118,6 +118,8 @@ class CallService:
         self.tokens = tokens
         self.hub = hub
         self.config = config
+        self.media: Any = None
+        """The media relay (``MediaRelay``) told about leaves and ends; None without media."""
 
     async def seed(self) -> None:
         """Create the built-in call types if missing (existing ones keep their edits)."""
@@ -348,7 +350,7 @@ class CallService:
             raise CallFull(f"call {call.cid} has reached its limit of {limit} participants")
 
     async def join_call(self, identity: Identity, call_type: str, call_id: str, request: JoinCallRequest,
-                        connection_id: str | None = None) -> JoinCallResponse:
+                        connection_id: str | None = None, media_url: str | None = None) -> JoinCallResponse:
         actor = await self.actor(identity)
         if actor.user is None:
             raise InvalidRequest("the server cannot join a call; use a user token")
@@ -379,7 +381,7 @@ class CallService:
         return JoinCallResponse(
             call=self.call_response(call, ct), own_capabilities=sorted_capabilities(caps), created=created,
             participant=self.participant_response(participant),
-            credentials=MediaCredentials(url=self.config.media_url, token=token,
+            credentials=MediaCredentials(url=media_url or self.config.media_url, token=token,
                                          ice_servers=list(self.config.ice_servers)),
         )
 
@@ -401,6 +403,8 @@ class CallService:
             for conn in self.hub.connections_with_session(conn_sessions):
                 conn.sessions.discard(conn_sessions)
         for p in gone:
+            if self.media is not None:
+                self.media.session_removed(call.cid, p.session_id)
             logger.info("session %s of %s left %s", p.session_id, p.user_id, call.cid)
             await self.publish("call.session_participant_left", updated, ct, actor=actor,
                                participant=self.participant_response(p).model_dump(mode="json"))
@@ -475,6 +479,8 @@ class CallService:
         for p in call.participants:
             for conn in self.hub.connections_with_session(p.session_id):
                 conn.sessions.discard(p.session_id)
+        if self.media is not None:
+            self.media.call_ended(call.cid)
         logger.info("call %s ended by %s", call.cid, actor.identity.label)
         await self.publish("call.ended", ended, ct, actor=actor)
         return self._state(ended, ct, actor)
@@ -564,6 +570,20 @@ class CallService:
             if ct is not None:
                 out.append(self.call_response(call, ct))
         return out
+
+    async def set_published_tracks(self, cid: str, session_id: str, tracks: list[str]) -> None:
+        """Record what a session sends now (its mute state) and tell the call's watchers."""
+        call = await self.store.get_call(cid)
+        current = next((p for p in call.participants if p.session_id == session_id), None) if call else None
+        if current is None or sorted(current.published_tracks) == sorted(tracks):
+            return
+        updated = await self.store.set_published_tracks(cid, session_id, tracks)
+        ct = await self.store.get_call_type(updated.type) if updated else None
+        if updated is None or ct is None:
+            return
+        participant = next(p for p in updated.participants if p.session_id == session_id)
+        await self.publish("call.session_participant_updated", updated, ct,
+                           participant=self.participant_response(participant).model_dump(mode="json"))
 
     # ------------------------------------------------------------ liveness
 

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs the whole test suite the way CI does: start the virtual devices (PulseAudio null sink,
+# Xvfb) with scripts/devices.sh, run pytest with their environment, always tear them down.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+VENV="${VENV:-.venv}"
+mkdir -p artifacts
+
+bash scripts/devices.sh start || echo "scripts/devices.sh start failed: device tests will report why" >&2
+trap 'bash scripts/devices.sh stop >/dev/null 2>&1 || true' EXIT
+if [ -f .devices/env ]; then
+  set -a
+  # shellcheck disable=SC1091
+  . .devices/env
+  set +a
+fi
+
+"$VENV/bin/ruff" check . || exit 1
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider --junitxml=artifacts/junit.xml "$@"

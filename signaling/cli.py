@@ -1,0 +1,379 @@
+"""``callrt``: the command line. Every command prints for people, or one JSON document with ``--json``.
+
+Server-side commands (``token``, ``user``, ``call-type``, ``call``) need the API key and
+secret (``--api-key``/``--api-secret`` or ``CALLRT_API_KEY``/``CALLRT_API_SECRET``) and
+talk to the coordinator at ``--url`` (``CALLRT_URL``, default http://127.0.0.1:3080).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from media.errors import CallrtError
+from signaling.client import DEFAULT_URL, ServerClient
+from signaling.errors import InvalidRequest
+from signaling.models import CAPABILITIES, ROLES
+
+logger = logging.getLogger("callrt")
+
+
+def _out(args: argparse.Namespace, data: Any, human: str | Callable[[], str]) -> None:
+    if args.json:
+        print(json.dumps(data, indent=2, default=str))
+    else:
+        print(human() if callable(human) else human)
+
+
+def _dump(model: Any) -> Any:
+    if isinstance(model, list):
+        return [_dump(m) for m in model]
+    return model.model_dump(mode="json") if hasattr(model, "model_dump") else model
+
+
+def _server_client(args: argparse.Namespace) -> ServerClient:
+    if not args.api_key or not args.api_secret:
+        raise InvalidRequest("set --api-key/--api-secret or CALLRT_API_KEY/CALLRT_API_SECRET "
+                             "(`callrt serve` prints a development pair when it generates one)")
+    return ServerClient(args.url, api_key=args.api_key, api_secret=args.api_secret)
+
+
+def _table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
+    cells = [[str(c) for c in header]] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- serve and token
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from signaling.models import MAX_WS_MESSAGE_BYTES, ICEServer
+    from signaling.server.app import create_app
+    from signaling.server.config import ServerConfig, generate_dev_keys
+
+    key, secret, dev = args.api_key, args.api_secret, False
+    if not key or not secret:
+        key, secret = generate_dev_keys()
+        dev = True
+    config = ServerConfig(api_key=key, api_secret=secret, db_path=args.db, dev_keys=dev,
+                          public_url=args.public_url,
+                          ice_servers=[ICEServer(urls=[u]) for u in args.ice_server])
+    url = args.public_url or f"http://{args.host}:{args.port}"
+    info = {"url": url, "db": args.db, "api_key": key, "dev_keys": dev}
+    if dev:
+        info["api_secret"] = secret
+    if args.json:
+        print(json.dumps(info), flush=True)
+    else:
+        print(f"callrt coordinator on {url} (db: {args.db})", flush=True)
+        if dev:
+            print("No keys given: generated a development pair. Use it with:", flush=True)
+            print(f"  export CALLRT_URL={url} CALLRT_API_KEY={key} CALLRT_API_SECRET={secret}", flush=True)
+    uvicorn.run(create_app(config), host=args.host, port=args.port, log_level=args.log_level,
+                ws_max_size=MAX_WS_MESSAGE_BYTES, ws_ping_interval=None)
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from signaling.tokens import TokenIssuer
+
+    if not args.api_secret:
+        raise InvalidRequest("set --api-secret or CALLRT_API_SECRET to sign tokens")
+    token = TokenIssuer(args.api_key or "", args.api_secret).create_user_token(args.user_id, args.expires_in)
+    _out(args, {"user_id": args.user_id, "token": token}, token)
+    return 0
+
+
+# ---------------------------------------------------------------- users and call types
+
+
+async def cmd_user(args: argparse.Namespace) -> int:
+    async with _server_client(args) as sc:
+        if args.action == "upsert":
+            users = await sc.upsert_users([{"id": args.user_id, "name": args.name, "role": args.role,
+                                            "teams": args.team or []}])
+            user = users[0]
+        else:
+            user = await sc.get_user(args.user_id)
+        _out(args, _dump(user), f"{user.id}: role={user.role} teams={','.join(user.teams) or '-'} name={user.name}")
+    return 0
+
+
+def _grants_table(ct: Any) -> str:
+    roles = list(ct.grants)
+    rows = [[cap, *("x" if cap in ct.grants[r] else "" for r in roles)] for cap in CAPABILITIES]
+    return f"call type {ct.name}\n" + _table(rows, ["capability", *roles])
+
+
+def _parse_settings(pairs: Sequence[str]) -> dict[str, Any]:
+    """``video.camera_default_on=false`` → ``{"video": {"camera_default_on": False}}`` (values are JSON)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        path, sep, raw = pair.partition("=")
+        if not sep or not path:
+            raise InvalidRequest(f"expected KEY.PATH=VALUE, got {pair!r}")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        node = out
+        keys = path.split(".")
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = value
+    return out
+
+
+async def cmd_call_type(args: argparse.Namespace) -> int:
+    async with _server_client(args) as sc:
+        if args.action == "list":
+            types = await sc.list_call_types()
+            _out(args, _dump(types), lambda: _table([[t.name, len(t.grants), t.settings.backstage.enabled]
+                                                     for t in types], ["name", "roles", "backstage"]))
+            return 0
+        if args.action == "create":
+            base = await sc.get_call_type(args.copy_from) if args.copy_from else None
+            ct = await sc.create_call_type(args.name, grants=base.grants if base else {},
+                                           settings=_parse_settings(args.settings or []))
+        elif args.action == "grant":
+            ct = await sc.grant(args.name, args.role, args.capabilities)
+        elif args.action == "revoke":
+            ct = await sc.revoke(args.name, args.role, args.capabilities)
+        elif args.action == "set":
+            ct = await sc.update_call_type(args.name, settings=_parse_settings(args.settings))
+        elif args.action == "delete":
+            await sc.delete_call_type(args.name)
+            _out(args, {"deleted": args.name}, f"deleted call type {args.name}")
+            return 0
+        else:
+            ct = await sc.get_call_type(args.name)
+        _out(args, _dump(ct), lambda: _grants_table(ct) + "\nsettings: " + ct.settings.model_dump_json(indent=2))
+    return 0
+
+
+# ---------------------------------------------------------------- calls
+
+
+def _call_summary(call: Any) -> str:
+    members = ", ".join(f"{m.user_id}({m.role or 'call_member'})" for m in call.members) or "-"
+    participants = ", ".join(p.user_id for p in (call.session.participants if call.session else [])) or "-"
+    state = "ended" if call.ended_at else ("backstage" if call.backstage else "open")
+    return (f"{call.cid}: {state}, created by {call.created_by} at {call.created_at:%Y-%m-%d %H:%M:%S}\n"
+            f"  members: {members}\n  participants: {participants}\n  custom: {json.dumps(call.custom)}\n"
+            f"  team: {call.team or '-'}  starts_at: {call.starts_at or '-'}")
+
+
+async def cmd_call(args: argparse.Namespace) -> int:
+    async with _server_client(args) as sc:
+        if args.action == "list":
+            calls = await sc.list_calls()
+            _out(args, _dump(calls), lambda: _table(
+                [[c.cid, "ended" if c.ended_at else "active", c.created_by,
+                  len(c.session.participants) if c.session else 0] for c in calls],
+                ["call", "state", "created_by", "participants"]))
+            return 0
+        call = sc.call(args.type, args.id)
+        if args.action == "get":
+            result = await call.get()
+        elif args.action == "create":
+            members = []
+            for spec in args.member or []:
+                user_id, _, role = spec.partition(":")
+                members.append({"user_id": user_id, **({"role": role} if role else {})})
+            data: dict[str, Any] = {"created_by_id": args.created_by, "members": members,
+                                    "custom": json.loads(args.custom) if args.custom else {},
+                                    "settings_override": _parse_settings(args.settings or [])}
+            if args.team:
+                data["team"] = args.team
+            if args.starts_at:
+                data["starts_at"] = datetime.fromisoformat(args.starts_at)
+            result = await call.get_or_create(data=data, ring=args.ring, notify=args.notify)
+        elif args.action == "end":
+            result = await call.end_call()
+        elif args.action == "go-live":
+            result = await call.go_live()
+        else:
+            result = await call.stop_live()
+        _out(args, _dump(result), lambda: _call_summary(result.call))
+    return 0
+
+
+# ---------------------------------------------------------------- demo, walkthrough, devices, bench
+
+
+async def cmd_walkthrough(args: argparse.Namespace) -> int:
+    from signaling.walkthrough import run_embedded_walkthrough, run_walkthrough
+
+    def show(step: Any) -> None:
+        if not args.json:
+            mark = "ok  " if step.ok else "FAIL"
+            print(f"{mark} {step.ms:7.1f} ms  {step.name}\n       {step.detail}", flush=True)
+
+    if args.against_url:
+        if not args.api_key or not args.api_secret:
+            raise InvalidRequest("--against-url needs the API key and secret")
+        report = await run_walkthrough(args.url, args.api_key, args.api_secret, on_step=show)
+    else:
+        report = await run_embedded_walkthrough(on_step=show)
+    _out(args, report.as_dict(), f"\n{sum(s.ok for s in report.steps)}/{len(report.steps)} steps ok "
+                                 f"against {report.url}")
+    return 0 if report.ok else 1
+
+
+async def cmd_demo(args: argparse.Namespace) -> int:
+    try:
+        from signaling.demo import run_demo_cli
+    except ImportError:  # media runtime not installed: the API walkthrough is the demo
+        return await cmd_walkthrough(args)
+    return await run_demo_cli(args)
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    import devices
+
+    found = devices.list_devices()
+    _out(args, devices.devices_as_dicts(found), lambda: devices.format_devices(found))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from benchmarks.__main__ import main as bench_main
+
+    return int(bench_main(args.bench_args) or 0)
+
+
+# ---------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", default=os.environ.get("CALLRT_URL", DEFAULT_URL), help="coordinator URL")
+    common.add_argument("--api-key", default=os.environ.get("CALLRT_API_KEY"))
+    common.add_argument("--api-secret", default=os.environ.get("CALLRT_API_SECRET"))
+    common.add_argument("--json", action="store_true", help="print one JSON document")
+    common.add_argument("-v", "--verbose", action="count", default=0)
+
+    parser = argparse.ArgumentParser(prog="callrt", description=__doc__, parents=[common],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", parents=[common], help="run the coordinator")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=3080)
+    p.add_argument("--db", default="callrt.db", help="SQLite file (or :memory:)")
+    p.add_argument("--public-url", default=None, help="URL clients reach this server at")
+    p.add_argument("--ice-server", action="append", default=[], help="STUN/TURN URL for participants (repeat)")
+    p.add_argument("--log-level", default="info")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("token", parents=[common], help="mint a user token")
+    p.add_argument("user_id")
+    p.add_argument("--expires-in", type=float, default=None, help="seconds")
+    p.set_defaults(func=cmd_token)
+
+    p = sub.add_parser("user", parents=[common], help="create/update or show a user")
+    p.add_argument("action", choices=["upsert", "get"])
+    p.add_argument("user_id")
+    p.add_argument("--name")
+    p.add_argument("--role", default="user", choices=ROLES)
+    p.add_argument("--team", action="append")
+    p.set_defaults(func=cmd_user)
+
+    p = sub.add_parser("call-type", parents=[common], help="show and edit call types (roles and permissions)")
+    ct = p.add_subparsers(dest="action", required=True)
+    ct.add_parser("list", parents=[common])
+    q = ct.add_parser("show", parents=[common])
+    q.add_argument("name")
+    q = ct.add_parser("create", parents=[common])
+    q.add_argument("name")
+    q.add_argument("--from", dest="copy_from", default=None, help="copy grants from this call type")
+    q.add_argument("--settings", nargs="*", metavar="KEY.PATH=VALUE")
+    for action in ("grant", "revoke"):
+        q = ct.add_parser(action, parents=[common], help=f"{action} capabilities for a role")
+        q.add_argument("name")
+        q.add_argument("role", choices=ROLES)
+        q.add_argument("capabilities", nargs="+", choices=CAPABILITIES, metavar="CAPABILITY")
+    q = ct.add_parser("set", parents=[common], help="deep-merge settings, e.g. backstage.enabled=true")
+    q.add_argument("name")
+    q.add_argument("settings", nargs="+", metavar="KEY.PATH=VALUE")
+    q = ct.add_parser("delete", parents=[common])
+    q.add_argument("name")
+    p.set_defaults(func=cmd_call_type)
+
+    p = sub.add_parser("call", parents=[common], help="get, create, end calls (server-side)")
+    cs = p.add_subparsers(dest="action", required=True)
+    cs.add_parser("list", parents=[common])
+    for action in ("get", "end", "go-live", "stop-live"):
+        q = cs.add_parser(action, parents=[common])
+        q.add_argument("type")
+        q.add_argument("id")
+    q = cs.add_parser("create", parents=[common])
+    q.add_argument("type")
+    q.add_argument("id")
+    q.add_argument("--created-by", required=True, help="user id of the creator")
+    q.add_argument("--member", action="append", metavar="USER[:ROLE]")
+    q.add_argument("--custom", help="JSON object")
+    q.add_argument("--settings", nargs="*", metavar="KEY.PATH=VALUE")
+    q.add_argument("--team")
+    q.add_argument("--starts-at", help="ISO 8601 time")
+    q.add_argument("--ring", action="store_true")
+    q.add_argument("--notify", action="store_true")
+    p.set_defaults(func=cmd_call)
+
+    p = sub.add_parser("walkthrough", parents=[common], help="tour every call API operation on an embedded "
+                                                              "coordinator")
+    p.add_argument("--against-url", action="store_true", help="use the coordinator at --url instead")
+    p.set_defaults(func=cmd_walkthrough)
+
+    p = sub.add_parser("demo", parents=[common], help="the main job: an embedded coordinator and bots in a call")
+    p.add_argument("--bots", type=int, default=2)
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--codec", choices=["vp8", "h264"], default="vp8")
+    p.add_argument("--resolution", default="640x480")
+    p.add_argument("--snapshot", default=None, help="save received frames side by side to this PNG")
+    p.add_argument("--against-url", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("devices", parents=[common], help="list cameras, microphones and speakers")
+    p.set_defaults(func=cmd_devices)
+
+    p = sub.add_parser("bench", parents=[common], help="run benchmarks (python -m benchmarks)")
+    p.add_argument("bench_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        result = args.func(args)
+        if asyncio.iscoroutine(result):
+            result = asyncio.run(result)
+        return int(result or 0)
+    except CallrtError as exc:
+        if args.json:
+            print(json.dumps({"error": exc.to_dict()}))
+        else:
+            print(f"callrt: error [{exc.code}]: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
