@@ -118,6 +118,7 @@ class CallService:
         self.tokens = tokens
         self.hub = hub
         self.config = config
+        self._users: dict[str, tuple[float, UserRecord]] = {}
         self.media: Any = None
         """The media relay (``MediaRelay``) told about leaves and ends; None without media."""
 
@@ -129,11 +130,28 @@ class CallService:
 
     # ------------------------------------------------------------ helpers
 
+    USER_CACHE_TTL_S = 5.0
+    """How long a user record (role, teams) is reused without a store read. Upserts through this
+    process invalidate at once; another coordinator process's upsert is seen within this time."""
+
+    async def user(self, user_id: str, *, create: bool = False) -> UserRecord | None:
+        """A user record through a short cache (fan-out renders one event per watcher)."""
+        now = time.monotonic()
+        hit = self._users.get(user_id)
+        if hit is not None and now - hit[0] < self.USER_CACHE_TTL_S:
+            return hit[1]
+        record = await (self.store.ensure_user(user_id) if create else self.store.get_user(user_id))
+        if record is not None:
+            if len(self._users) > 10_000:
+                self._users.clear()
+            self._users[user_id] = (now, record)
+        return record
+
     async def actor(self, identity: Identity) -> Actor:
         if identity.server:
             return Actor(identity, None)
         assert identity.user_id is not None
-        return Actor(identity, await self.store.ensure_user(identity.user_id))
+        return Actor(identity, await self.user(identity.user_id, create=True))
 
     async def _call_type(self, name: str) -> CallTypeRecord:
         ct = await self.store.get_call_type(name)
@@ -240,7 +258,7 @@ class CallService:
             else:
                 assert conn.user_id is not None
                 if conn.user_id not in users:
-                    users[conn.user_id] = await self.store.get_user(conn.user_id)
+                    users[conn.user_id] = await self.user(conn.user_id)
                 user = users[conn.user_id]
                 caps = self.capabilities(user, call, ct) if user else set()
                 if "read-call" not in caps:
@@ -511,6 +529,8 @@ class CallService:
         self.require_server(identity)
         records = await self.store.upsert_users(
             UserRecord(id=u.id, name=u.name, role=u.role, teams=u.teams, custom=u.custom) for u in users)
+        for r in records:
+            self._users.pop(r.id, None)
         return [self.user_response(r) for r in records]
 
     async def get_user(self, identity: Identity, user_id: str) -> UserResponse:

@@ -171,6 +171,9 @@ class SQLiteStore(Store):
         return self._user(row) if row else None
 
     async def ensure_user(self, user_id: str) -> UserRecord:
+        existing = await self.get_user(user_id)  # the common case: a read, no write transaction
+        if existing is not None:
+            return existing
         now = time.time()
         with self._tx() as db:
             db.execute(

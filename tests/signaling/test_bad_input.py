@@ -125,7 +125,8 @@ async def test_unknown_and_wrongly_typed_settings(seeded):
         await call.client.call("default", "c3").get()
 
 
-@pytest.mark.parametrize("case", ["missing", "malformed", "wrong_secret", "expired", "wrong_api_key", "media_token"])
+@pytest.mark.parametrize("case", ["missing", "malformed", "wrong_secret", "expired", "wrong_api_key",
+                                  "media_token"])
 async def test_bad_tokens_refused(seeded, coordinator, case):
     call, _ = seeded
     now = int(time.time())
@@ -133,7 +134,8 @@ async def test_bad_tokens_refused(seeded, coordinator, case):
     if case == "malformed":
         headers["Authorization"] = "Bearer not.a.jwt"
     elif case == "wrong_secret":
-        headers["Authorization"] = "Bearer " + jwt.encode({"user_id": "alice", "iat": now}, "other-secret-" + "y" * 32, "HS256")
+        other_secret = "other-secret-" + "y" * 32
+        headers["Authorization"] = "Bearer " + jwt.encode({"user_id": "alice", "iat": now}, other_secret, "HS256")
     elif case == "expired":
         headers["Authorization"] = "Bearer " + jwt.encode({"user_id": "alice", "iat": now - 100, "exp": now - 60},
                                                           API_SECRET, "HS256")
