@@ -21,6 +21,7 @@ from media.errors import CallrtError
 from signaling.client import DEFAULT_URL, ServerClient
 from signaling.errors import InvalidRequest
 from signaling.models import CAPABILITIES, ROLES
+from signaling.tables import table
 
 logger = logging.getLogger("callrt")
 
@@ -43,14 +44,6 @@ def _server_client(args: argparse.Namespace) -> ServerClient:
         raise InvalidRequest("set --api-key/--api-secret or CALLRT_API_KEY/CALLRT_API_SECRET "
                              "(`callrt serve` prints a development pair when it generates one)")
     return ServerClient(args.url, api_key=args.api_key, api_secret=args.api_secret)
-
-
-def _table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
-    cells = [[str(c) for c in header]] + [[str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- serve and token
@@ -111,10 +104,10 @@ async def cmd_user(args: argparse.Namespace) -> int:
     return 0
 
 
-def _grants_table(ct: Any) -> str:
+def _grantstable(ct: Any) -> str:
     roles = list(ct.grants)
     rows = [[cap, *("x" if cap in ct.grants[r] else "" for r in roles)] for cap in CAPABILITIES]
-    return f"call type {ct.name}\n" + _table(rows, ["capability", *roles])
+    return f"call type {ct.name}\n" + table(rows, ["capability", *roles])
 
 
 def _parse_settings(pairs: Sequence[str]) -> dict[str, Any]:
@@ -140,7 +133,7 @@ async def cmd_call_type(args: argparse.Namespace) -> int:
     async with _server_client(args) as sc:
         if args.action == "list":
             types = await sc.list_call_types()
-            _out(args, _dump(types), lambda: _table([[t.name, len(t.grants), t.settings.backstage.enabled]
+            _out(args, _dump(types), lambda: table([[t.name, len(t.grants), t.settings.backstage.enabled]
                                                      for t in types], ["name", "roles", "backstage"]))
             return 0
         if args.action == "create":
@@ -159,7 +152,7 @@ async def cmd_call_type(args: argparse.Namespace) -> int:
             return 0
         else:
             ct = await sc.get_call_type(args.name)
-        _out(args, _dump(ct), lambda: _grants_table(ct) + "\nsettings: " + ct.settings.model_dump_json(indent=2))
+        _out(args, _dump(ct), lambda: _grantstable(ct) + "\nsettings: " + ct.settings.model_dump_json(indent=2))
     return 0
 
 
@@ -179,7 +172,7 @@ async def cmd_call(args: argparse.Namespace) -> int:
     async with _server_client(args) as sc:
         if args.action == "list":
             calls = await sc.list_calls()
-            _out(args, _dump(calls), lambda: _table(
+            _out(args, _dump(calls), lambda: table(
                 [[c.cid, "ended" if c.ended_at else "active", c.created_by,
                   len(c.session.participants) if c.session else 0] for c in calls],
                 ["call", "state", "created_by", "participants"]))
@@ -233,18 +226,22 @@ async def cmd_walkthrough(args: argparse.Namespace) -> int:
 
 
 async def cmd_demo(args: argparse.Namespace) -> int:
-    try:
-        from signaling.demo import run_demo_cli
-    except ImportError:  # media runtime not installed: the API walkthrough is the demo
-        return await cmd_walkthrough(args)
+    from signaling.demo import run_demo_cli
+
     return await run_demo_cli(args)
+
+
+async def cmd_bot(args: argparse.Namespace) -> int:
+    from signaling.bot import run_bot
+
+    return await run_bot(args)
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
     import devices
 
     found = devices.list_devices()
-    _out(args, devices.devices_as_dicts(found), lambda: devices.format_devices(found))
+    _out(args, found.to_dict(), lambda: devices.format_devices(found))
     return 0
 
 
@@ -345,6 +342,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--snapshot", default=None, help="save received frames side by side to this PNG")
     p.add_argument("--against-url", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("bot", parents=[common], help="join a call on a running coordinator as a headless bot")
+    p.add_argument("--call", required=True, help="TYPE:ID")
+    p.add_argument("--user", default="bot", help="user id (token minted with --api-secret)")
+    p.add_argument("--token", default=os.environ.get("CALLRT_TOKEN"), help="a user token instead of --user")
+    p.add_argument("--create", action="store_true", help="create the call if missing")
+    p.add_argument("--video", default="pattern", help="pattern[:WxH] | camera[:DEV] | file:PATH | screen[:DISPLAY]"
+                                                     " | lavfi:GRAPH | none")
+    p.add_argument("--audio", default="tone:440", help="tone[:HZ] | mic[:NAME] | file:PATH | none")
+    p.add_argument("--resolution", default="640x480")
+    p.add_argument("--speaker", action="store_true", help="play remote audio on the default output")
+    p.add_argument("--no-subscribe", action="store_true", help="send only (auto_subscribe=False)")
+    p.add_argument("--seconds", type=float, default=0.0, help="leave after this long (0: until SIGINT/SIGTERM)")
+    p.add_argument("--stats-interval", type=float, default=2.0)
+    p.set_defaults(func=cmd_bot)
 
     p = sub.add_parser("devices", parents=[common], help="list cameras, microphones and speakers")
     p.set_defaults(func=cmd_devices)
