@@ -17,6 +17,7 @@ import sys
 import time
 from typing import Any
 
+from media.frames import AudioFrame
 from media.source import Source
 from signaling.client import Client
 from signaling.errors import InvalidRequest
@@ -103,9 +104,13 @@ async def run_bot(args: argparse.Namespace) -> int:
 
             def on_track(track: RemoteTrack) -> None:
                 if track.kind == "audio" and not playing:
+                    audio_sink = track.sink
+                    out = speaker
+
                     async def play() -> None:
-                        async for frame in track.sink:  # type: ignore[attr-defined]
-                            await speaker.play(frame)  # type: ignore[union-attr]
+                        async for frame in audio_sink:
+                            if isinstance(frame, AudioFrame):
+                                await out.play(frame)
                     playing.append(asyncio.ensure_future(play()))
 
             call.on("track.added", on_track)

@@ -43,7 +43,7 @@ def _validated(model: type[BaseModel], data: Any) -> dict[str, Any]:
     try:
         obj = data if isinstance(data, model) else model.model_validate(data)
     except ValidationError as exc:
-        raise from_validation_errors(list(exc.errors())) from None
+        raise from_validation_errors([dict(e) for e in exc.errors()]) from None
     return obj.model_dump(mode="json", exclude_unset=True)
 
 

@@ -110,7 +110,8 @@ async def run_walkthrough(url: str, api_key: str, api_secret: str, on_step: Any 
                     if b.state.custom == {"color": "green"}:
                         break
                     await asyncio.sleep(0.02)
-                return f"bob's state updated live: custom={b.state.custom} recording={b.state.settings.recording.mode}"
+                mode = b.state.settings.recording.mode if b.state.settings else "?"
+                return f"bob's state updated live: custom={b.state.custom} recording={mode}"
 
             await step("update custom and settings_override (seen live by bob)", update())
 

@@ -59,7 +59,6 @@ class EmbeddedCoordinator:
         uv_config = uvicorn.Config(app, log_level="warning", ws_max_size=MAX_WS_MESSAGE_BYTES,
                                    lifespan="on", ws_ping_interval=None, timeout_graceful_shutdown=2)
         self._server = uvicorn.Server(uv_config)
-        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self._thread = threading.Thread(target=self._run, name="callrt-coordinator", daemon=True)
         self._thread.start()
         t_end = time.monotonic() + timeout

@@ -108,7 +108,7 @@ class EventHub:
         return [self._connections[c] for c in self._watchers.get(cid, ()) if c in self._connections]
 
     def connections_of(self, user_ids: Iterable[str]) -> list[Connection]:
-        out = []
+        out: list[Connection] = []
         for uid in user_ids:
             out.extend(self._connections[c] for c in self._by_user.get(uid, ()) if c in self._connections)
         return out

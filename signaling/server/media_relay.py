@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -57,8 +58,8 @@ class MediaPeer:
     closed_reason: str | None = None
 
     def info(self) -> PeerInfo:
-        return PeerInfo(session_id=self.session_id, user_id=self.user_id, tracks=self.tracks,  # type: ignore[arg-type]
-                        subscribe=self.subscribe)
+        return PeerInfo.model_validate({"session_id": self.session_id, "user_id": self.user_id,
+                                        "tracks": self.tracks, "subscribe": self.subscribe})
 
     def send(self, message: dict[str, Any]) -> None:
         try:
@@ -171,7 +172,7 @@ class MediaRelay:
         try:
             return client_message.validate_json(raw)
         except ValidationError as exc:
-            raise from_validation_errors(list(exc.errors()), prefix="bad media message: ") from None
+            raise from_validation_errors([dict(e) for e in exc.errors()], prefix="bad media message: ") from None
 
     async def _capabilities(self, peer: MediaPeer) -> set[str]:
         call = await self.service.store.get_call(peer.cid)
@@ -181,7 +182,7 @@ class MediaRelay:
             return set()
         return self.service.capabilities(user, call, ct)
 
-    async def _set_tracks(self, peer: MediaPeer, tracks: list[str]) -> None:
+    async def _set_tracks(self, peer: MediaPeer, tracks: Sequence[str]) -> None:
         caps = await self._capabilities(peer)
         for kind in tracks:
             if _CAPABILITY_FOR[kind] not in caps:

@@ -66,8 +66,12 @@ from signaling.server.store import Store
 logger = logging.getLogger(__name__)
 
 
-def _dt(ts: float | None) -> datetime | None:
-    return None if ts is None else datetime.fromtimestamp(ts, tz=UTC)
+def _dt(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, tz=UTC)
+
+
+def _opt_dt(ts: float | None) -> datetime | None:
+    return None if ts is None else _dt(ts)
 
 
 def _ts(value: datetime | None) -> float | None:
@@ -86,7 +90,7 @@ def validate_settings(*layers: dict[str, Any]) -> CallSettings:
     try:
         return CallSettings.model_validate(merged)
     except ValidationError as exc:
-        raise from_validation_errors(list(exc.errors()), prefix="invalid settings: ") from None
+        raise from_validation_errors([dict(e) for e in exc.errors()], prefix="invalid settings: ") from None
 
 
 @dataclass
@@ -194,14 +198,14 @@ class CallService:
         if call.session_id is not None:
             session = CallSessionResponse(
                 id=call.session_id,
-                started_at=_dt(call.session_started_at) or _dt(call.created_at),
-                ended_at=_dt(call.session_ended_at),
+                started_at=_dt(call.session_started_at or call.created_at),
+                ended_at=_opt_dt(call.session_ended_at),
                 participants=[self.participant_response(p) for p in call.participants],
             )
         return CallResponse(
             type=call.type, id=call.id, cid=call.cid, created_by=call.created_by,
-            created_at=_dt(call.created_at), updated_at=_dt(call.updated_at), starts_at=_dt(call.starts_at),
-            ended_at=_dt(call.ended_at), ended_by=call.ended_by, team=call.team, custom=call.custom,
+            created_at=_dt(call.created_at), updated_at=_dt(call.updated_at), starts_at=_opt_dt(call.starts_at),
+            ended_at=_opt_dt(call.ended_at), ended_by=call.ended_by, team=call.team, custom=call.custom,
             settings_override=call.settings_override, settings=settings,
             backstage=settings.backstage.enabled and not call.live, live=call.live, session=session,
             members=[self.member_response(m) for m in call.members.values()], version=call.version,
@@ -214,8 +218,9 @@ class CallService:
 
     @staticmethod
     def participant_response(p: ParticipantRecord) -> ParticipantResponse:
-        return ParticipantResponse(session_id=p.session_id, user_id=p.user_id, joined_at=_dt(p.joined_at),
-                                   published_tracks=p.published_tracks)
+        return ParticipantResponse.model_validate({"session_id": p.session_id, "user_id": p.user_id,
+                                                   "joined_at": _dt(p.joined_at),
+                                                   "published_tracks": p.published_tracks})
 
     @staticmethod
     def user_response(u: UserRecord) -> UserResponse:
@@ -360,8 +365,7 @@ class CallService:
                 opens = call.starts_at - ahead
                 if time.time() >= opens:
                     return
-                raise BackstageClosed(
-                    f"call {call.cid} is in backstage; it opens to you at {_dt(opens).isoformat()}")  # type: ignore[union-attr]
+                raise BackstageClosed(f"call {call.cid} is in backstage; it opens to you at {_dt(opens).isoformat()}")
             raise BackstageClosed(f"call {call.cid} is in backstage and not live yet")
         limit = settings.limits.max_participants
         if limit is not None and len(call.participants) >= limit:
@@ -557,7 +561,7 @@ class CallService:
     async def create_call_type(self, identity: Identity, request: CallTypeRequest) -> CallTypeResponse:
         self.require_server(identity)
         validate_settings(request.settings)
-        grants = {role: list(dict.fromkeys(caps)) for role, caps in request.grants.items()}
+        grants: dict[str, list[str]] = {role: list(dict.fromkeys(caps)) for role, caps in request.grants.items()}
         record = CallTypeRecord(name=request.name, grants=grants, settings=request.settings)
         if not await self.store.create_call_type(record):
             raise Conflict(f"call type {request.name!r} already exists")
