@@ -52,7 +52,7 @@ def _server_client(args: argparse.Namespace) -> ServerClient:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from signaling.models import MAX_WS_MESSAGE_BYTES, ICEServer
+    from signaling.models import MAX_WS_MESSAGE_BYTES
     from signaling.server.app import create_app
     from signaling.server.config import ServerConfig, generate_dev_keys
 
@@ -62,7 +62,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         dev = True
     config = ServerConfig(api_key=key, api_secret=secret, db_path=args.db, dev_keys=dev,
                           public_url=args.public_url,
-                          ice_servers=[ICEServer(urls=[u]) for u in args.ice_server])
+                          ice_servers=[_ice_server(spec) for spec in args.ice_server])
     url = args.public_url or f"http://{args.host}:{args.port}"
     info = {"url": url, "db": args.db, "api_key": key, "dev_keys": dev}
     if dev:
@@ -77,6 +77,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     uvicorn.run(create_app(config), host=args.host, port=args.port, log_level=args.log_level,
                 ws_max_size=MAX_WS_MESSAGE_BYTES, ws_ping_interval=None)
     return 0
+
+
+def _ice_server(spec: str) -> Any:
+    """``URL`` or ``URL,USERNAME,CREDENTIAL`` (TURN) → an ``ICEServer``."""
+    from signaling.models import ICEServer
+
+    url, _, rest = spec.partition(",")
+    username, _, credential = rest.partition(",")
+    if not url.startswith(("stun:", "stuns:", "turn:", "turns:")):
+        raise InvalidRequest(f"--ice-server {url!r}: expected a stun:/turn: URL")
+    return ICEServer(urls=[url], username=username or None, credential=credential or None)
 
 
 def cmd_token(args: argparse.Namespace) -> int:
@@ -271,7 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=3080)
     p.add_argument("--db", default="callrt.db", help="SQLite file (or :memory:)")
     p.add_argument("--public-url", default=None, help="URL clients reach this server at")
-    p.add_argument("--ice-server", action="append", default=[], help="STUN/TURN URL for participants (repeat)")
+    p.add_argument("--ice-server", action="append", default=[], metavar="URL[,USER,CREDENTIAL]",
+                   help="STUN/TURN server handed to participants, e.g. turn:coturn:3478,user,pass (repeat)")
     p.add_argument("--log-level", default="info")
     p.set_defaults(func=cmd_serve)
 

@@ -36,6 +36,21 @@ class MediaController(Protocol):
     async def replace_source(self, kind: Literal["audio", "video"], source: Any) -> None: ...
 
 
+def _source_for(choice: Any) -> Any:
+    """A source for a ``DeviceInfo`` (as listed), or ``choice`` itself when it already is one."""
+    import devices
+
+    if not isinstance(choice, devices.DeviceInfo):
+        return choice
+    if choice.kind == "camera":
+        return devices.Camera(choice.id)
+    if choice.kind == "screen":
+        return devices.ScreenCapture(choice.id)
+    if choice.kind == "microphone":
+        return devices.Microphone(int(choice.id) if choice.id.isdigit() else choice.id)
+    raise ValueError(f"a {choice.kind} cannot be published; select a camera, screen or microphone")
+
+
 class DeviceManager:
     """State and control of one kind of local device on one call."""
 
@@ -77,11 +92,20 @@ class DeviceManager:
     async def toggle(self) -> None:
         await (self.disable() if self.enabled else self.enable())
 
+    def list_devices(self) -> list[Any]:
+        """Devices of this kind present now (``devices.DeviceInfo``: cameras and screens, or microphones)."""
+        import devices
+
+        found = devices.list_devices()
+        return list(found.cameras if self.kind == "camera" else found.microphones)
+
     async def select(self, source: Any) -> None:
-        """Choose the source to publish (a device, file or synthetic ``media.Source``).
+        """Choose what to publish: a ``media.Source`` (device, file, synthetic) or a ``devices.DeviceInfo``
+        from ``list_devices()``.
 
         During a call the new source replaces the old one on the same track, without a new join.
         """
+        source = _source_for(source)
         self.source = source
         if self._controller is not None and self.enabled:
             await self._controller.replace_source(self.track_kind, source)

@@ -288,3 +288,32 @@ async def test_no_consumer_keeps_memory_bounded(bots):
     assert remote.video.stats().received > 100
     growth_mb = (rss_after - rss_before) / 2**20
     assert growth_mb < 40, f"RSS grew {growth_mb:.1f} MiB with no consumer"
+
+
+async def test_ice_servers_and_codec_come_from_the_coordinator_and_settings(bots):
+    from signaling.models import ICEServer
+
+    alice, bob = await bots("alice", "h264", 440), await bots("bob", "h264", 660)
+    await alice.call.join(create=True, data={"settings_override": {"video": {"codec": "h264"}}})
+    await bob.call.join()
+    remote = await remote_of(bob.call, "alice", "video")
+    assert_in_order(await frame_indices(remote.video, n=5))
+    link = alice.call.media.links[bob.call.session_id]
+    video = next(t for t in link.pc.getTransceivers() if t.kind == "video")
+    assert video._codecs[0].mimeType.lower() == "video/h264"  # negotiated, not only preferred
+    assert alice.call.media.publishers["video"].fanout.codec == "h264"
+    assert alice.call.credentials.ice_servers == [] and isinstance(alice.call.media.ice_servers, list)
+    assert all(isinstance(s, ICEServer) for s in alice.call.media.ice_servers)
+
+
+async def test_ice_servers_configured_on_the_coordinator_reach_participants():
+    from signaling import Client
+    from signaling.models import ICEServer
+
+    config = make_config(ice_servers=[ICEServer(urls=["turn:127.0.0.1:3478"], username="u", credential="p")])
+    async with EmbeddedCoordinator(config) as coord, \
+            Client(coord.url, api_key=API_KEY, token=coord.user_token("alice")) as client:
+        client.media_factory = None
+        call = client.call("default", "ice")
+        result = await call.join(create=True)
+        assert result.credentials.ice_servers == config.ice_servers
