@@ -44,6 +44,8 @@ class EventSocket:
         self._closing = False
         self.connected = asyncio.Event()
         self.reconnects = 0
+        self.failed: Unauthenticated | None = None
+        """Set when the coordinator refused the token on a reconnect (e.g. it expired)."""
 
     async def connect(self, timeout: float = 10.0) -> str:
         """Open and authenticate; returns the connection id. Keeps running until ``aclose()``."""
@@ -103,8 +105,10 @@ class EventSocket:
                 await asyncio.sleep(backoff * (1 + random.random() / 4))
                 try:
                     self._ws, self.connection_id = await self._open(timeout=10.0)
-                except Unauthenticated:
-                    logger.error("event socket: token refused on reconnect; giving up")
+                except Unauthenticated as exc:
+                    logger.error("event socket: token refused on reconnect (%s); giving up", exc.message)
+                    self.connection_id = None
+                    self.failed = exc
                     return
                 except ConnectionFailed as exc:
                     backoff = min(backoff * 2, self.max_backoff)

@@ -22,7 +22,8 @@ from signaling.errors import Unauthenticated
 from signaling.models import USER_ID_PATTERN
 
 _USER_ID_RE = re.compile(USER_ID_PATTERN)
-_LEEWAY_S = 5
+LEEWAY_S = 2
+"""Clock skew tolerated on ``exp``/``iat``; the event socket of an expired token closes after it too."""
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,8 @@ class Identity:
 
     user_id: str | None
     server: bool = False
+    expires_at: float | None = None
+    """The token's ``exp`` (epoch seconds), if it has one."""
 
     @property
     def label(self) -> str:
@@ -78,7 +81,7 @@ class TokenIssuer:
         if not token:
             raise Unauthenticated("missing token")
         try:
-            return jwt.decode(token, self._secret, algorithms=["HS256"], leeway=_LEEWAY_S,
+            return jwt.decode(token, self._secret, algorithms=["HS256"], leeway=LEEWAY_S,
                               options={"require": ["iat"]})
         except jwt.ExpiredSignatureError:
             raise Unauthenticated("token expired") from None
@@ -94,12 +97,14 @@ class TokenIssuer:
         claims = self.decode(token)
         if claims.get("media"):
             raise Unauthenticated("a media token cannot be used for the call API")
+        exp = claims.get("exp")
+        expires_at = float(exp) if isinstance(exp, int | float) else None
         if claims.get("server") is True:
-            return Identity(user_id=None, server=True)
+            return Identity(user_id=None, server=True, expires_at=expires_at)
         user_id = claims.get("user_id")
         if not isinstance(user_id, str) or not _USER_ID_RE.match(user_id):
             raise Unauthenticated("token has no valid user_id")
-        return Identity(user_id=user_id)
+        return Identity(user_id=user_id, expires_at=expires_at)
 
     def media_claims(self, token: str | None) -> dict[str, Any]:
         claims = self.decode(token)

@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 PING_INTERVAL_S = 5.0
 CONNECT_TIMEOUT_S = 10.0
+RECONNECT_MAX_BACKOFF_S = 5.0
 
 
 class MediaSession:
@@ -62,6 +63,9 @@ class MediaSession:
         self._ws: ClientConnection | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
+        self._ended = False
+        self.reconnects = 0
+        """Times the media socket was rejoined after a drop."""
         self.errors: list[CallrtError] = []
         """Errors the coordinator reported for our media messages (refused publish, bad SDP, ...)."""
 
@@ -74,22 +78,32 @@ class MediaSession:
         for kind, manager in (("video", self.call.camera), ("audio", self.call.microphone)):
             if manager.enabled:
                 await self._enable(kind, manager)  # type: ignore[arg-type]
+        await self._connect()
+        self._spawn(self._read_loop(), "media-read")
+        self._spawn(self._ping_loop(), "media-ping")
+
+    async def _connect(self) -> None:
+        """Open the media socket and join; merges the coordinator's peer list into ours."""
         try:
-            self._ws = await asyncio.wait_for(
+            ws = await asyncio.wait_for(
                 websockets.connect(self.credentials.url, max_size=MAX_WS_MESSAGE_BYTES, ping_interval=None),
                 CONNECT_TIMEOUT_S)
         except (OSError, TimeoutError, websockets.InvalidHandshake) as exc:
             raise ConnectionFailed(f"cannot open the media socket at {self.credentials.url}: {exc}") from exc
-        await self._send({"type": "join", "token": self.credentials.token, "subscribe": self.subscribe,
-                          "tracks": self.published_kinds()})
-        reply = json.loads(await asyncio.wait_for(self._ws.recv(), CONNECT_TIMEOUT_S))
+        try:
+            await ws.send(json.dumps({"type": "join", "token": self.credentials.token, "subscribe": self.subscribe,
+                                      "tracks": self.published_kinds()}))
+            reply = json.loads(await asyncio.wait_for(ws.recv(), CONNECT_TIMEOUT_S))
+        except (websockets.ConnectionClosed, TimeoutError, ValueError) as exc:
+            await ws.close()
+            raise ConnectionFailed(f"media join failed: {exc!r}") from exc
         if reply.get("type") != "joined":
+            await ws.close()
             err = reply.get("error") or {}
             raise error_from_payload(err, int(err.get("status", 500)))
+        self._ws = ws
         for info in reply.get("peers", []):
             self._add_peer(PeerInfo.model_validate(info))
-        self._spawn(self._read_loop(), "media-read")
-        self._spawn(self._ping_loop(), "media-ping")
 
     async def _enable(self, kind: Literal["audio", "video"], manager: DeviceManager) -> bool:
         publisher = self.publishers.get(kind)
@@ -149,6 +163,7 @@ class MediaSession:
         return we_send or they_send
 
     def _add_peer(self, info: PeerInfo) -> None:
+        """A peer announced by the coordinator (at join, or again after a rejoin: its link is kept)."""
         self.peers[info.session_id] = info
         participant = self.remote.get(info.session_id)
         if participant is None:
@@ -215,17 +230,37 @@ class MediaSession:
         self._spawn(self._send({"type": "signal", "to": to, "renegotiate": True}), "renegotiate")
 
     async def _read_loop(self) -> None:
-        assert self._ws is not None
-        try:
-            async for raw in self._ws:
+        """Read media messages; when the socket drops, rejoin with backoff (peer connections stay up)."""
+        backoff = 0.25
+        while not self._closed:
+            assert self._ws is not None
+            try:
+                async for raw in self._ws:
+                    try:
+                        await self._handle(json.loads(raw))
+                    except (ValueError, ValidationError) as exc:
+                        logger.warning("ignoring a bad media message: %s", exc)
+            except websockets.ConnectionClosed:
+                pass
+            if self._closed or self._ended:
+                return
+            logger.warning("media socket of %s dropped; rejoining", self.session_id)
+            while not self._closed:
+                await asyncio.sleep(backoff)
                 try:
-                    await self._handle(json.loads(raw))
-                except (ValueError, ValidationError) as exc:
-                    logger.warning("ignoring a bad media message: %s", exc)
-        except websockets.ConnectionClosed:
-            pass
-        if not self._closed:
-            logger.warning("media socket of %s closed", self.session_id)
+                    await self._connect()
+                except ConnectionFailed as exc:
+                    backoff = min(backoff * 2, RECONNECT_MAX_BACKOFF_S)
+                    logger.info("media rejoin failed (%s); retrying in %.1fs", exc.message, backoff)
+                    continue
+                except CallrtError as exc:  # refused: our session is gone (timed out, ended)
+                    logger.warning("media rejoin refused: %s", exc.message)
+                    self.call.client._spawn(self.call._teardown(CallingState.LEFT))
+                    return
+                backoff = 0.25
+                self.reconnects += 1
+                logger.info("media socket of %s rejoined", self.session_id)
+                break
 
     async def _handle(self, msg: dict[str, Any]) -> None:
         kind = msg.get("type")
@@ -249,6 +284,7 @@ class MediaSession:
             self.errors.append(error)
             logger.warning("coordinator refused our %s: %s", msg.get("ref"), error.message)
         elif kind in ("call_ended", "kicked"):
+            self._ended = True
             logger.info("media session %s closed by the coordinator (%s)", self.session_id, kind)
             self.call.client._spawn(self.call._teardown(CallingState.LEFT))
 

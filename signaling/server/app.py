@@ -51,6 +51,7 @@ from signaling.server.hub import Connection, EventHub
 from signaling.server.media_relay import MediaRelay
 from signaling.server.service import CallService, ServiceConfig
 from signaling.server.store import SQLiteStore, Store
+from signaling.tokens import LEEWAY_S
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +105,9 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
     tokens = TokenIssuer(config.api_key, config.api_secret)
     hub = EventHub()
     the_store = store or SQLiteStore(config.db_path)
-    service = CallService(the_store, tokens, hub, ServiceConfig(ice_servers=tuple(config.ice_servers)))
+    service = CallService(the_store, tokens, hub, ServiceConfig(
+        ice_servers=tuple(config.ice_servers), rate_limit_per_s=config.rate_limit_per_s,
+        rate_limit_burst=config.rate_limit_burst))
     relay = MediaRelay(service)
     service.media = relay
 
@@ -133,9 +136,7 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
                 logger.exception("reaping stale participants failed")
 
     app = FastAPI(title="callrt coordinator", version="0.1.0", lifespan=lifespan,
-                  responses={400: {"model": ErrorResponse}, 401: {"model": ErrorResponse},
-                             403: {"model": ErrorResponse}, 404: {"model": ErrorResponse},
-                             409: {"model": ErrorResponse}, 413: {"model": ErrorResponse}})
+                  responses={code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 413, 429)})
     heartbeat_s = min(HEARTBEAT_INTERVAL_S, config.participant_timeout_s / 3)
     app.state.config = config
     app.state.service = service
@@ -282,6 +283,7 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
             return
         hub.register(conn)
         sender = asyncio.create_task(_send_loop(ws, conn), name=f"events-send-{conn.id}")
+        expiry = asyncio.create_task(_expire(conn), name=f"events-expiry-{conn.id}") if conn.expires_at else None
         try:
             await ws.send_text(json.dumps({"type": "connection.ok", "connection_id": conn.id,
                                            "user_id": conn.user_id,
@@ -295,6 +297,8 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
             logger.exception("event socket %s failed", conn.id)
         finally:
             hub.unregister(conn)
+            if expiry is not None:
+                expiry.cancel()
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await sender
@@ -310,7 +314,7 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
             who = tokens.identify(token if isinstance(token, str) else None)
             if who.user_id:
                 await service.store.ensure_user(who.user_id)
-            return Connection(user_id=who.user_id, server=who.server)
+            return Connection(user_id=who.user_id, server=who.server, expires_at=who.expires_at)
         except (TimeoutError, WebSocketDisconnect):
             with contextlib.suppress(Exception):
                 await ws.close(code=4008)
@@ -336,11 +340,24 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
             err = InvalidRequest("unknown message; clients send only 'health.check' after 'auth'")
             conn.offer(json.dumps({"type": "error", "error": err.to_dict()}))
 
+    async def _expire(conn: Connection) -> None:
+        """Close the socket when its token expires: an expired token may not keep receiving events."""
+        assert conn.expires_at is not None
+        await asyncio.sleep(max(0.0, conn.expires_at + LEEWAY_S - time.time()))
+        hub.unregister(conn)
+        err = Unauthenticated("token expired; reconnect with a fresh token")
+        conn.offer(json.dumps({"type": "connection.error", "error": err.to_dict()}))
+        conn.close_reason = "token expired"
+        conn.offer_close()
+
     async def _send_loop(ws: WebSocket, conn: Connection) -> None:
         while True:
             message = await conn.queue.get()
             if message is None or conn.overflowed:
-                await ws.close(code=4029, reason="too slow: event queue overflowed")
+                if conn.close_reason == "token expired":
+                    await ws.close(code=4001, reason="token expired")
+                else:
+                    await ws.close(code=4029, reason="too slow: event queue overflowed")
                 return
             await ws.send_text(message)
 

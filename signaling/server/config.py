@@ -27,6 +27,10 @@ class ServerConfig:
     """A participant whose heartbeats stop for this long is removed from the call."""
     reap_interval_s: float = 5.0
     """How often stale participants are looked for."""
+    rate_limit_per_s: float = 20.0
+    """Call creations plus joins allowed per user per second (0 disables the limit)."""
+    rate_limit_burst: int = 50
+    """Bursts above the rate a user may make before being refused with ``rate_limited``."""
     dev_keys: bool = False
     """True when the keys were generated for development (enables the page's dev login)."""
 

@@ -28,6 +28,8 @@ class Connection:
 
     user_id: str | None
     server: bool = False
+    expires_at: float | None = None
+    """When the connection's token expires; the socket is closed then."""
     id: str = field(default_factory=lambda: secrets.token_hex(8))
     queue: asyncio.Queue[str | None] = field(default_factory=lambda: asyncio.Queue(CONNECTION_QUEUE_SIZE))
     watching: set[str] = field(default_factory=set)
@@ -35,6 +37,7 @@ class Connection:
     """Participant sessions joined through this connection (kept alive by its heartbeats)."""
     overflowed: bool = False
     dropped_events: int = 0
+    close_reason: str | None = None
 
     def offer(self, message: str) -> bool:
         """Queue a message; on overflow mark the connection for closing and return False."""
@@ -54,6 +57,14 @@ class Connection:
             except (asyncio.QueueEmpty, asyncio.QueueFull):
                 pass
             return False
+
+
+    def offer_close(self) -> None:
+        """Ask the sender to close the socket after what is queued."""
+        try:
+            self.queue.put_nowait(None)
+        except asyncio.QueueFull:
+            self.overflowed = True
 
 
 Renderer = Callable[[Connection], Awaitable[str | None]]

@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 QUEUE_SIZE = 256
 JOIN_TIMEOUT_S = 10.0
+REJOIN_GRACE_S = 2.0
+"""A media socket that drops (rather than leaves) has this long to rejoin before its peers drop it."""
 _CAPABILITY_FOR = {"audio": "send-audio", "video": "send-video", "screenshare": "screenshare"}
 
 
@@ -83,8 +85,19 @@ class MediaRelay:
     def __init__(self, service: CallService) -> None:
         self.service = service
         self._calls: dict[str, dict[str, MediaPeer]] = {}
+        self._grace_tasks: set[asyncio.Task[None]] = set()
         self.refused = 0
         """Messages refused (bad input, wrong call, missing capability) since start."""
+
+    def _announce_left(self, cid: str, session_id: str) -> None:
+        for other in self.peers(cid):
+            if other.session_id != session_id:
+                other.send(server_message("peer_left", session_id=session_id))
+
+    async def _left_after_grace(self, cid: str, session_id: str) -> None:
+        await asyncio.sleep(REJOIN_GRACE_S)
+        if session_id not in self._calls.get(cid, {}):
+            self._announce_left(cid, session_id)
 
     def peers(self, cid: str) -> list[MediaPeer]:
         return list(self._calls.get(cid, {}).values())
@@ -97,6 +110,8 @@ class MediaRelay:
         if peer is not None:
             peer.send(server_message("kicked", reason=reason))
             peer.close(reason)
+        else:
+            self._announce_left(cid, session_id)
 
     def call_ended(self, cid: str) -> None:
         for peer in self.peers(cid):
@@ -127,13 +142,18 @@ class MediaRelay:
         except Exception:
             logger.exception("media socket %s failed", peer.session_id)
         finally:
+            dropped = peer.closed_reason is None  # the socket went away; we did not close it
             call = self._calls.get(peer.cid, {})
             if call.get(peer.session_id) is peer:
                 del call[peer.session_id]
                 if not call:
                     self._calls.pop(peer.cid, None)
-                for other in call.values():
-                    other.send(server_message("peer_left", session_id=peer.session_id))
+                if dropped:  # it may come back: peers keep their connection to it for a grace period
+                    task = asyncio.create_task(self._left_after_grace(peer.cid, peer.session_id))
+                    self._grace_tasks.add(task)
+                    task.add_done_callback(self._grace_tasks.discard)
+                else:
+                    self._announce_left(peer.cid, peer.session_id)
             peer.close("disconnected")
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(sender, 2.0)

@@ -60,6 +60,7 @@ from signaling.server.permissions import (
     roles_for,
     sorted_capabilities,
 )
+from signaling.server.ratelimit import RateLimiter
 from signaling.server.records import CallRecord, CallTypeRecord, MemberRecord, ParticipantRecord, UserRecord
 from signaling.server.store import Store
 
@@ -112,6 +113,8 @@ class ServiceConfig:
     ice_servers: tuple[ICEServer, ...] = ()
     """ICE servers handed to participants (empty on loopback)."""
     media_token_ttl_s: float = 6 * 3600
+    rate_limit_per_s: float = 20.0
+    rate_limit_burst: int = 50
 
 
 class CallService:
@@ -123,6 +126,7 @@ class CallService:
         self.hub = hub
         self.config = config
         self._users: dict[str, tuple[float, UserRecord]] = {}
+        self.limiter = RateLimiter(config.rate_limit_per_s, config.rate_limit_burst)
         self.media: Any = None
         """The media relay (``MediaRelay``) told about leaves and ends; None without media."""
 
@@ -314,6 +318,7 @@ class CallService:
             return existing, ct, False
         data = data or CallRequest()
         if actor.user is not None:
+            self.limiter.check(actor.user.id, "call creation")
             if "create-call" not in capabilities_for(ct.grants, {actor.user.role}):
                 raise PermissionDenied(f"user {actor.user.id} lacks 'create-call' on call type {call_type!r}")
             if data.created_by_id not in (None, actor.user.id):
@@ -376,6 +381,7 @@ class CallService:
         actor = await self.actor(identity)
         if actor.user is None:
             raise InvalidRequest("the server cannot join a call; use a user token")
+        self.limiter.check(actor.user.id, "join")
         if request.create:
             call, ct, created = await self._get_or_create(actor, call_type, call_id, request.data)
         else:
