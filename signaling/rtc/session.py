@@ -54,9 +54,9 @@ class MediaSession:
         caps = set(join.own_capabilities)
         self.publishers: dict[str, Publisher] = {}
         if "send-video" in caps and self.settings.video.enabled:
-            self.publishers["video"] = Publisher("video", self.settings)
+            self.publishers["video"] = Publisher("video", self.settings, self._on_publisher_failure)
         if "send-audio" in caps:
-            self.publishers["audio"] = Publisher("audio", self.settings)
+            self.publishers["audio"] = Publisher("audio", self.settings, self._on_publisher_failure)
         self.peers: dict[str, PeerInfo] = {}
         self.links: dict[str, PeerLink] = {}
         self.remote: dict[str, RemoteParticipant] = {}
@@ -142,6 +142,12 @@ class MediaSession:
         publisher = self.publishers.get(kind)
         if publisher is not None:
             await publisher.replace(source)
+
+    def _on_publisher_failure(self, publisher: Publisher, error: CallrtError) -> None:
+        """A device failed mid-call: the manager ends disabled with the error, others see the mute."""
+        manager = self.call.camera if publisher.kind == "video" else self.call.microphone
+        manager.fail(error)
+        self._spawn(self._announce(), "announce-failure")
 
     async def _announce(self) -> None:
         await self._send({"type": "publish", "tracks": self.published_kinds()})
