@@ -1,20 +1,100 @@
 """NumPy frame types, colour conversion, the encode/decode path, tracks and receive sinks.
 
 ``media`` imports neither ``signaling`` nor ``devices``.
+
+Publishing (one source to many peers)::
+
+    fanout = EncodedVideoFanout(camera, "vp8", bitrate=1_000_000, fps=30)
+    sender = fanout.add_to(pc)          # per peer: subscribe + addTrack + keyframe/REMB hook
+    fanout.pause(); fanout.resume()     # mute / unmute without renegotiation
+    fanout.replace_source(other_camera)
+    audio = FrameFanout(microphone)     # aiortc encodes Opus per peer
+    audio.add_to(pc)
+
+Receiving::
+
+    sink = VideoSink(remote_track)      # drains in a task, bounded, drops the oldest
+    async for frame in sink: ...        # PlanarVideoFrame views, no copy
+    bgr = sink.to_bgr()                 # only when asked, into a reused buffer
 """
 
-from media.errors import CallrtError
-from media.frames import AUDIO_SAMPLE_RATE, VIDEO_TIME_BASE, AudioFrame, VideoFrame
+from media.audio import JitterBuffer, PlayoutBuffer, Rechunker, Resampler, float_to_int16, int16_to_float
+from media.avframes import audio_from_av, audio_to_av, from_av, to_av
+from media.codecs import (
+    AudioDecoder,
+    AudioEncoder,
+    AudioEncoderSettings,
+    VideoDecoder,
+    VideoEncoder,
+    VideoEncoderSettings,
+)
+from media.convert import Converter, PixelFormat, from_i420, resize_i420, to_i420
+from media.errors import (
+    CallrtError,
+    CodecError,
+    CodecUnavailable,
+    ConversionError,
+    DecodeError,
+    EncodeError,
+    MediaError,
+    PipelineClosed,
+    UnsupportedFormat,
+)
+from media.fanout import EncodedVideoFanout, FanoutStats, FrameFanout, PeerStats
+from media.frames import AUDIO_SAMPLE_RATE, VIDEO_TIME_BASE, AudioFrame, PlanarVideoFrame, VideoFrame
+from media.sinks import AudioSink, SinkStats, VideoSink
 from media.source import AudioSource, Source, SourceEnded, VideoSource
+from media.tracks import EncodedTrack, FrameTrack, SourceTrack, prefer_codec
 
 __all__ = [
     "AUDIO_SAMPLE_RATE",
     "VIDEO_TIME_BASE",
+    "AudioDecoder",
+    "AudioEncoder",
+    "AudioEncoderSettings",
     "AudioFrame",
+    "AudioSink",
     "AudioSource",
     "CallrtError",
+    "CodecError",
+    "CodecUnavailable",
+    "ConversionError",
+    "Converter",
+    "DecodeError",
+    "EncodeError",
+    "EncodedTrack",
+    "EncodedVideoFanout",
+    "FanoutStats",
+    "FrameFanout",
+    "FrameTrack",
+    "JitterBuffer",
+    "MediaError",
+    "PeerStats",
+    "PipelineClosed",
+    "PixelFormat",
+    "PlanarVideoFrame",
+    "PlayoutBuffer",
+    "Rechunker",
+    "Resampler",
+    "SinkStats",
     "Source",
     "SourceEnded",
+    "SourceTrack",
+    "UnsupportedFormat",
+    "VideoDecoder",
+    "VideoEncoder",
+    "VideoEncoderSettings",
     "VideoFrame",
+    "VideoSink",
     "VideoSource",
+    "audio_from_av",
+    "audio_to_av",
+    "float_to_int16",
+    "from_av",
+    "from_i420",
+    "int16_to_float",
+    "prefer_codec",
+    "resize_i420",
+    "to_av",
+    "to_i420",
 ]

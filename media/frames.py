@@ -9,6 +9,7 @@ capture time, so receivers can measure capture-to-receipt latency.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -69,13 +70,24 @@ class VideoFrame:
     def u(self) -> np.ndarray:
         """Cb plane view, shape ``(h/2, w/2)``."""
         h, w = self.height, self.width
-        return self.data[h : h + h // 4].reshape(h // 2, w // 2)
+        # Through the flat view: when h % 4 == 2 the chroma planes do not start on a row boundary.
+        return self.data.reshape(-1)[h * w : h * w + h * w // 4].reshape(h // 2, w // 2)
 
     @property
     def v(self) -> np.ndarray:
         """Cr plane view, shape ``(h/2, w/2)``."""
         h, w = self.height, self.width
-        return self.data[h + h // 4 :].reshape(h // 2, w // 2)
+        return self.data.reshape(-1)[h * w + h * w // 4 :].reshape(h // 2, w // 2)
+
+    @property
+    def planes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(y, u, v)`` views."""
+        return self.y, self.u, self.v
+
+    @property
+    def is_packed(self) -> bool:
+        """True when ``data`` exists without a copy (always, for a plain ``VideoFrame``)."""
+        return True
 
     @property
     def time(self) -> float:
@@ -117,3 +129,189 @@ class AudioFrame:
     @property
     def time_base(self) -> Fraction:
         return Fraction(1, self.sample_rate)
+
+
+_DATA_SLOT = VideoFrame.__dict__["data"]  # the dataclass slot under PlanarVideoFrame's lazy property
+
+
+def _check_planes(y: np.ndarray, u: np.ndarray, v: np.ndarray) -> None:
+    h, w = y.shape if y.ndim == 2 else (-1, -1)
+    if w <= 0 or h <= 0 or w % 2 or h % 2:
+        raise ValueError(f"I420 needs positive even width and height; got Y plane shape {y.shape}")
+    half = (h // 2, w // 2)
+    if u.shape != half or v.shape != half:
+        raise ValueError(f"chroma planes must be {half}, got {u.shape} and {v.shape}")
+    if not (y.dtype == u.dtype == v.dtype == np.uint8) or (y.strides[1], u.strides[1], v.strides[1]) != (1, 1, 1):
+        raise ValueError("planes must be uint8 with contiguous rows")
+
+
+class PlanarVideoFrame(VideoFrame):
+    """A ``VideoFrame`` whose Y/U/V planes are separate (possibly row-padded) views.
+
+    Decoders hand out planes in separate buffers whose rows are padded to ``line_size``; this
+    type exposes them as zero-copy views instead of packing them. ``data`` (the contiguous
+    ``(h*3//2, w)`` array of the base type) is packed on first access: a copy, made only when
+    someone asks for it. ``owner`` keeps the object that owns the memory (an ``av.VideoFrame``)
+    alive and lets ``media.avframes.to_av`` hand it back without a copy.
+    """
+
+    __slots__ = ("_h", "_make", "_owner", "_u", "_v", "_w", "_y")
+    _make: Callable[[object, int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] | None
+
+    def __init__(
+        self,
+        y: np.ndarray,
+        u: np.ndarray,
+        v: np.ndarray,
+        pts: int = 0,
+        time_base: Fraction = VIDEO_TIME_BASE,
+        capture_time: float | None = None,
+        owner: object | None = None,
+    ) -> None:
+        _check_planes(y, u, v)
+        _DATA_SLOT.__set__(self, None)
+        self.pts = pts
+        self.time_base = time_base
+        self.capture_time = time.time() if capture_time is None else capture_time
+        self._y, self._u, self._v, self._owner, self._make = y, u, v, owner, None
+        self._h, self._w = y.shape
+
+    @classmethod
+    def lazy(
+        cls,
+        width: int,
+        height: int,
+        make_planes: Callable[[object, int, int], tuple[np.ndarray, np.ndarray, np.ndarray]],
+        owner: object,
+        pts: int = 0,
+        time_base: Fraction = VIDEO_TIME_BASE,
+        capture_time: float | None = None,
+    ) -> PlanarVideoFrame:
+        """A frame whose plane views are made by ``make_planes(owner, width, height)`` on first use.
+
+        Receivers that only count, forward or drop frames then never pay for the views.
+        """
+        if width <= 0 or height <= 0 or width % 2 or height % 2:
+            raise ValueError(f"I420 needs positive even width and height; got {width}x{height}")
+        self = cls.__new__(cls)
+        _DATA_SLOT.__set__(self, None)
+        self.pts = pts
+        self.time_base = time_base
+        self.capture_time = time.time() if capture_time is None else capture_time
+        self._y = self._u = self._v = None  # type: ignore[assignment]
+        self._owner, self._make, self._w, self._h = owner, make_planes, width, height
+        return self
+
+    def _views(self) -> None:
+        if self._make is not None:
+            y, u, v = self._make(self._owner, self._w, self._h)
+            _check_planes(y, u, v)
+            self._y, self._u, self._v, self._make = y, u, v, None
+
+    @property
+    def data(self) -> np.ndarray:
+        """The packed I420 array; packed (copied) from the planes on first access."""
+        d = _DATA_SLOT.__get__(self)
+        if d is None:
+            self._views()
+            h, w = self._h, self._w
+            d = np.empty((h * 3 // 2, w), dtype=np.uint8)
+            flat = d.reshape(-1)
+            flat[: h * w].reshape(h, w)[:] = self._y
+            flat[h * w : h * w + h * w // 4].reshape(h // 2, w // 2)[:] = self._u
+            flat[h * w + h * w // 4 :].reshape(h // 2, w // 2)[:] = self._v
+            _DATA_SLOT.__set__(self, d)
+        return d
+
+    @data.setter
+    def data(self, value: np.ndarray) -> None:
+        frame = VideoFrame(value)  # validates
+        _DATA_SLOT.__set__(self, value)
+        self._y, self._u, self._v, self._owner, self._make = frame.y, frame.u, frame.v, None, None
+        self._h, self._w = frame.height, frame.width
+
+    @property
+    def width(self) -> int:
+        return self._w
+
+    @property
+    def height(self) -> int:
+        return self._h
+
+    @property
+    def y(self) -> np.ndarray:
+        self._views()
+        return self._y
+
+    @property
+    def u(self) -> np.ndarray:
+        self._views()
+        return self._u
+
+    @property
+    def v(self) -> np.ndarray:
+        self._views()
+        return self._v
+
+    @property
+    def owner(self) -> object | None:
+        """The object owning the plane memory (an ``av.VideoFrame`` for decoded frames), if any."""
+        return self._owner
+
+    @property
+    def is_packed(self) -> bool:
+        return _DATA_SLOT.__get__(self) is not None
+
+    def __repr__(self) -> str:
+        return f"PlanarVideoFrame({self.width}x{self.height}, pts={self.pts}, time_base={self.time_base})"
+
+
+_SAMPLES_SLOT = AudioFrame.__dict__["samples"]
+
+
+class LazyAudioFrame(AudioFrame):
+    """An ``AudioFrame`` whose ``samples`` view is made from its owner (a decoded ``av.AudioFrame``) on first use.
+
+    The receive path creates one per 20 ms packet; consumers that only count, forward or drop
+    frames never pay for the NumPy view. Reading ``samples`` returns the same zero-copy view
+    ``media.avframes.audio_from_av`` would.
+    """
+
+    __slots__ = ("_ch", "_make", "_n", "_owner")
+    _make: Callable[[object, int, int], np.ndarray] | None
+
+    def __init__(self, make_samples: Callable[[object, int, int], np.ndarray], owner: object, num_samples: int,
+                 channels: int, sample_rate: int = AUDIO_SAMPLE_RATE, pts: int = 0,
+                 capture_time: float | None = None) -> None:
+        _SAMPLES_SLOT.__set__(self, None)
+        self.sample_rate = sample_rate
+        self.pts = pts
+        self.capture_time = time.time() if capture_time is None else capture_time
+        self._make, self._owner, self._n, self._ch = make_samples, owner, num_samples, channels
+
+    @property
+    def samples(self) -> np.ndarray:
+        s = _SAMPLES_SLOT.__get__(self)
+        if s is None:
+            assert self._make is not None
+            s = self._make(self._owner, self._n, self._ch)
+            _SAMPLES_SLOT.__set__(self, s)
+            self._make = None
+        return s
+
+    @samples.setter
+    def samples(self, value: np.ndarray) -> None:
+        AudioFrame(value)  # validates
+        _SAMPLES_SLOT.__set__(self, value)
+        self._make, self._n, self._ch = None, int(value.shape[0]), int(value.shape[1])
+
+    @property
+    def channels(self) -> int:
+        return self._ch
+
+    @property
+    def num_samples(self) -> int:
+        return self._n
+
+    def __repr__(self) -> str:
+        return f"LazyAudioFrame({self._n}x{self._ch} @ {self.sample_rate} Hz, pts={self.pts})"

@@ -1,0 +1,454 @@
+"""Real aiortc peer connections over loopback: fan-out CPU and end-to-end CPU per frame.
+
+Fan-out: one paced BGR camera is sent to N receiving peers. The receivers live in a child
+process (spawned once, reused), so the CPU of this process is the sender's alone: the figure
+is % of one core over a measuring window, for callrt's encode-once fan-out against aiortc's
+per-peer encoding (one encoder per ``RTCRtpSender``; see ``BgrBroadcast`` for why not
+``MediaRelay``).
+
+End to end: sender and receiver in this process (as the issue measured), camera BGR ->
+encoder -> RTP/SRTP/UDP -> jitter buffer -> decoder -> NumPy; CPU time of the whole process
+divided by frames received, against the isolated sum of the same conversion, encode and
+decode measured with the same settings in the same run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing as mp
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+import av
+import cv2
+import numpy as np
+import psutil
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.codecs.vpx import Vp8Encoder
+
+from benchmarks._report import Record
+from media.avframes import to_av
+from media.codecs import VideoEncoder, VideoEncoderSettings
+from media.convert import Converter
+from media.fanout import EncodedVideoFanout
+from media.frames import VIDEO_TIME_BASE, VideoFrame
+from media.sinks import VideoSink
+from media.source import SourceEnded, VideoSource
+from media.testing import draw_index, read_index, render_pattern
+
+FPS = 30.0
+BITRATE = 1_500_000  # aiortc's VP8 cap, which its REMB ramp reaches on loopback
+
+
+def _aiortc_starts_at_our_bitrate() -> None:
+    """Start aiortc's VP8 encoders at ``BITRATE`` too (its default is 500 kbps, ramping up on REMB).
+
+    Without this the two sides would encode different amounts of data for the first seconds and
+    the CPU comparison would measure bitrates, not pipelines. aiortc still clamps and rebuilds
+    on REMB as it always does.
+    """
+    import aiortc.codecs.vpx as vpx
+
+    vpx.DEFAULT_BITRATE = BITRATE
+
+
+def _config() -> RTCConfiguration:
+    return RTCConfiguration(iceServers=[])
+
+
+def fixed_settings(bitrate: int = BITRATE) -> VideoEncoderSettings:
+    return VideoEncoderSettings(codec="vp8", bitrate=bitrate, min_bitrate=bitrate, max_bitrate=bitrate, fps=FPS)
+
+
+class BgrCamera:
+    """Paced BGR frames (pre-rendered, carrying their index), like an OpenCV camera."""
+
+    def __init__(self, width: int, height: int, fps: float = FPS) -> None:
+        frames = []
+        for i, data in enumerate(render_pattern(width, height, 30)):
+            f = VideoFrame(data)
+            draw_index(f, i)
+            frames.append(cv2.cvtColor(f.data, cv2.COLOR_YUV2BGR_I420))
+        self.frames = frames
+        self.period = 1.0 / fps
+        self.t0 = time.monotonic()
+        self.n = 0
+
+    async def next(self) -> tuple[np.ndarray, int]:
+        due = self.t0 + self.n * self.period
+        now = time.monotonic()
+        if due > now:
+            await asyncio.sleep(due - now)
+        elif now - due > 2 * self.period:
+            self.n = int((now - self.t0) / self.period)
+        i = self.n
+        self.n += 1
+        return self.frames[i % len(self.frames)], int(i * 90_000 / FPS)
+
+
+class ConvertingSource(VideoSource):
+    """callrt's path: the BGR camera converted to I420 by OpenCV into reused buffers."""
+
+    def __init__(self, camera: BgrCamera) -> None:
+        self.camera = camera
+        self.converter = Converter()
+        self._running = True
+
+    @property
+    def name(self) -> str:
+        return "bgr-camera"
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    async def start(self) -> None:
+        self._running = True
+
+    async def stop(self) -> None:
+        self._running = False
+
+    async def recv(self) -> VideoFrame:
+        if not self._running:
+            raise SourceEnded(self.name)
+        bgr, pts = await self.camera.next()
+        return self.converter.to_frame(bgr, pts=pts)
+
+
+class AiortcBgrTrack(MediaStreamTrack):
+    """aiortc's default path: ``VideoFrame.from_ndarray(bgr24)``; its encoder reformats.
+
+    Fed by the camera directly or by a ``BgrBroadcast`` queue (one track per peer).
+    """
+
+    kind = "video"
+
+    def __init__(self, camera: BgrCamera | None = None, queue: asyncio.Queue[Any] | None = None) -> None:
+        super().__init__()
+        self.camera = camera
+        self.queue = queue
+
+    async def recv(self) -> av.VideoFrame:
+        if self.queue is not None:
+            bgr, pts = await self.queue.get()
+        else:
+            assert self.camera is not None
+            bgr, pts = await self.camera.next()
+        frame = av.VideoFrame.from_ndarray(bgr, format="bgr24")
+        frame.pts, frame.time_base = pts, VIDEO_TIME_BASE
+        return frame
+
+
+class BgrBroadcast:
+    """One camera to N aiortc tracks, each making its own ``av.VideoFrame``.
+
+    Not ``MediaRelay``: it hands the same ``av.VideoFrame`` to every sender, whose encoders then
+    call ``frame.reformat()`` concurrently from executor threads on the frame's one cached
+    swscale context, which crashes the process (seen here with PyAV 18). Per-peer frames are what
+    a working aiortc application has to do, and cost one extra BGR copy per peer.
+    """
+
+    def __init__(self, camera: BgrCamera, peers: int) -> None:
+        self.queues: list[asyncio.Queue[Any]] = [asyncio.Queue(maxsize=2) for _ in range(peers)]
+        self.tracks = [AiortcBgrTrack(queue=q) for q in self.queues]
+        self.camera = camera
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            item = await self.camera.next()
+            for q in self.queues:
+                if q.full():
+                    q.get_nowait()
+                q.put_nowait(item)
+
+    async def aclose(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+
+
+def _cpu_seconds(proc: psutil.Process) -> float:
+    t = proc.cpu_times()
+    return t.user + t.system
+
+
+# -- receiver process ------------------------------------------------------------------------
+
+
+def receiver_process(conn: Connection) -> None:
+    """Child process entry: answers offers, drains every track with a VideoSink, reports counts."""
+    asyncio.run(_receiver_main(conn))
+
+
+async def _receiver_main(conn: Connection) -> None:
+    loop = asyncio.get_running_loop()
+    peers: list[tuple[RTCPeerConnection, list[VideoSink]]] = []
+    while True:
+        msg = await loop.run_in_executor(None, conn.recv)
+        if msg[0] == "offers":
+            answers = []
+            for sdp in msg[1]:
+                pc = RTCPeerConnection(_config())
+                sinks: list[VideoSink] = []
+                pc.on("track", lambda t, sinks=sinks: sinks.append(VideoSink(t)))
+                await pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
+                await pc.setLocalDescription(await pc.createAnswer())
+                answers.append(pc.localDescription.sdp)
+                peers.append((pc, sinks))
+            conn.send(("answers", answers))
+        elif msg[0] == "report":
+            report = []
+            for _, sinks in peers:
+                got = sinks[0].received if sinks else 0
+                latest = sinks[0].latest() if sinks else None
+                report.append((got, read_index(latest) if latest is not None else -1))
+            conn.send(("report", report))
+        elif msg[0] == "close":
+            for pc, sinks in peers:
+                for s in sinks:
+                    await s.aclose()
+                await pc.close()
+            peers.clear()
+            conn.send(("closed",))
+        else:
+            break
+
+
+class ReceiverProcess:
+    """The spawned receiver child and its pipe."""
+
+    def __init__(self) -> None:
+        ctx = mp.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=receiver_process, args=(child,), daemon=True)
+        self.proc.start()
+
+    async def call(self, msg: tuple[Any, ...], timeout: float = 60.0) -> Any:
+        loop = asyncio.get_running_loop()
+        self.conn.send(msg)
+        ready = await loop.run_in_executor(None, self.conn.poll, timeout)
+        if not ready:
+            raise TimeoutError(f"receiver process did not answer {msg[0]!r}")
+        return self.conn.recv()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError, BrokenPipeError):
+            self.conn.send(("exit",))
+        self.proc.join(5)
+        if self.proc.is_alive():
+            self.proc.terminate()
+            self.proc.join(5)
+
+
+@dataclass
+class FanoutResult:
+    cpu_pct: float
+    encodes_per_frame: float | None
+    received: list[int]
+    content_ok: bool
+
+
+async def fanout_once(rx: ReceiverProcess, mode: str, peers: int, width: int, height: int,
+                      warmup: float, window: float) -> FanoutResult:
+    camera = BgrCamera(width, height)
+    pcs = [RTCPeerConnection(_config()) for _ in range(peers)]
+    fanout: EncodedVideoFanout | None = None
+    broadcast: BgrBroadcast | None = None
+    if mode == "callrt":
+        fanout = EncodedVideoFanout(ConvertingSource(camera), settings=fixed_settings())
+        for pc in pcs:
+            fanout.add_to(pc)
+    else:
+        broadcast = BgrBroadcast(camera, peers)
+        for pc, track in zip(pcs, broadcast.tracks, strict=True):
+            pc.addTrack(track)
+    offers = []
+    for pc in pcs:
+        await pc.setLocalDescription(await pc.createOffer())
+        offers.append(pc.localDescription.sdp)
+    _, answers = await rx.call(("offers", offers))
+    for pc, sdp in zip(pcs, answers, strict=True):
+        await pc.setRemoteDescription(RTCSessionDescription(sdp, "answer"))
+    await asyncio.sleep(warmup)
+    proc = psutil.Process()
+    _, before = await rx.call(("report",))
+    enc0 = fanout.encoder.encodes if fanout else 0
+    frames0 = fanout.frames_in if fanout else 0
+    c0, t0 = _cpu_seconds(proc), time.monotonic()
+    await asyncio.sleep(window)
+    c1, t1 = _cpu_seconds(proc), time.monotonic()
+    _, after = await rx.call(("report",))
+    encodes_per_frame = None
+    if fanout is not None:
+        frames = fanout.frames_in - frames0
+        encodes_per_frame = (fanout.encoder.encodes - enc0) / frames if frames else None
+    received = [a[0] - b[0] for a, b in zip(after, before, strict=True)]
+    content_ok = all(r > 0 for r in received) and all(idx >= 0 for _, idx in after)
+    await rx.call(("close",))
+    for pc in pcs:
+        await pc.close()
+    if fanout is not None:
+        await fanout.aclose()
+    if broadcast is not None:
+        await broadcast.aclose()
+    return FanoutResult(100.0 * (c1 - c0) / (t1 - t0), encodes_per_frame, received, content_ok)
+
+
+async def fanout_records(peer_counts: list[int], width: int, height: int, warmup: float, window: float,
+                         step: Any) -> list[Record]:
+    _aiortc_starts_at_our_bitrate()
+    rx = ReceiverProcess()
+    records: list[Record] = []
+    res = f"{width}x{height}"
+    try:
+        ours: dict[int, FanoutResult] = {}
+        theirs: dict[int, FanoutResult] = {}
+        for n in peer_counts:
+            ours[n] = await fanout_once(rx, "callrt", n, width, height, warmup, window)
+            step(f"fan-out callrt {n} peers")
+            theirs[n] = await fanout_once(rx, "aiortc", n, width, height, warmup, window)
+            step(f"fan-out aiortc {n} peers")
+        for n in peer_counts:
+            o, t = ours[n], theirs[n]
+            records.append(Record(
+                f"fan-out sender CPU, {n} peer{'s' if n > 1 else ''} (encode once)", o.cpu_pct, "%cpu", res,
+                "aiortc per-peer encoding", t.cpu_pct,
+                extra={"encodes_per_frame": o.encodes_per_frame, "frames_received_per_peer": o.received,
+                       "content_verified": o.content_ok, "aiortc_frames_received_per_peer": t.received,
+                       "fps_per_peer": round(min(o.received) / window, 1),
+                       "aiortc_fps_per_peer": round(min(t.received) / window, 1)},
+            ))
+        first = peer_counts[0]
+        for n in peer_counts[1:]:
+            records.append(Record(
+                f"fan-out CPU scaling {n} peers / {first} peer (encode once)", ours[n].cpu_pct / ours[first].cpu_pct,
+                "x", res, f"aiortc scaling {n} / {first}", theirs[n].cpu_pct / theirs[first].cpu_pct,
+            ))
+    finally:
+        rx.close()
+    return records
+
+
+# -- end to end --------------------------------------------------------------------------------
+
+
+async def _e2e_pair(mode: str, camera: BgrCamera) -> tuple[RTCPeerConnection, RTCPeerConnection, Any, Any]:
+    a, b = RTCPeerConnection(_config()), RTCPeerConnection(_config())
+    fanout = None
+    if mode == "callrt":
+        fanout = EncodedVideoFanout(ConvertingSource(camera), settings=fixed_settings())
+        fanout.add_to(a)
+    else:
+        a.addTrack(AiortcBgrTrack(camera))
+    got: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    def on_track(track: MediaStreamTrack) -> None:
+        got.set_result(VideoSink(track) if mode == "callrt" else _AiortcConsumer(track))
+
+    b.on("track", on_track)
+    await a.setLocalDescription(await a.createOffer())
+    await b.setRemoteDescription(a.localDescription)
+    await b.setLocalDescription(await b.createAnswer())
+    await a.setRemoteDescription(b.localDescription)
+    return a, b, fanout, await got
+
+
+class _AiortcConsumer:
+    """The usual aiortc receive loop: ``await track.recv()`` then ``to_ndarray()``."""
+
+    def __init__(self, track: MediaStreamTrack) -> None:
+        self.track = track
+        self.received = 0
+        self.last: np.ndarray | None = None
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        with contextlib.suppress(Exception):
+            while True:
+                frame = await self.track.recv()
+                self.last = frame.to_ndarray()
+                self.received += 1
+
+    async def aclose(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+
+async def e2e_once(mode: str, width: int, height: int, warmup: float, window: float) -> tuple[float, int, bool]:
+    camera = BgrCamera(width, height)
+    a, b, fanout, consumer = await _e2e_pair(mode, camera)
+    await asyncio.sleep(warmup)
+    proc = psutil.Process()
+    r0, c0 = consumer.received, _cpu_seconds(proc)
+    await asyncio.sleep(window)
+    r1, c1 = consumer.received, _cpu_seconds(proc)
+    ok = r1 > r0
+    if mode == "callrt":
+        latest = consumer.latest()
+        ok = ok and latest is not None and 0 <= read_index(latest) < 30
+    await consumer.aclose()
+    await a.close()
+    await b.close()
+    if fanout is not None:
+        await fanout.aclose()
+    frames = r1 - r0
+    return (1000.0 * (c1 - c0) / frames if frames else float("nan")), frames, ok
+
+
+def isolated_sum_ms(mode: str, width: int, height: int, frames: int) -> float:
+    """CPU ms per frame of conversion + VP8 encode + libvpx decode (+ to-NumPy), outside any peer connection."""
+    camera = BgrCamera(width, height)
+    decoder = av.CodecContext.create("libvpx", "r")  # what aiortc's receiver decodes with
+    proc_time = time.process_time
+    if mode == "callrt":
+        conv = Converter()
+        enc = VideoEncoder(fixed_settings())
+
+        def step(i: int) -> None:
+            frame = conv.to_frame(camera.frames[i % 30], pts=i * 3000)
+            for p in enc.encode(to_av(frame)):
+                for d in decoder.decode(av.Packet(bytes(p))):
+                    _ = d.planes
+    else:
+        aenc = Vp8Encoder()
+        aenc.target_bitrate = BITRATE
+
+        def step(i: int) -> None:
+            f = av.VideoFrame.from_ndarray(camera.frames[i % 30], format="bgr24")
+            f.pts, f.time_base = i * 3000, VIDEO_TIME_BASE
+            payloads, _ = aenc.encode(f)
+            from aiortc.codecs.vpx import vp8_depayload
+
+            data = b"".join(vp8_depayload(p) for p in payloads)
+            for d in decoder.decode(av.Packet(data)):
+                d.to_ndarray()
+
+    for i in range(5):
+        step(i)
+    t = proc_time()
+    for i in range(5, 5 + frames):
+        step(i)
+    return 1000.0 * (proc_time() - t) / frames
+
+
+async def e2e_records(width: int, height: int, warmup: float, window: float, iso_frames: int,
+                      step: Any) -> list[Record]:
+    _aiortc_starts_at_our_bitrate()
+    res = f"{width}x{height}"
+    records = []
+    for mode in ("callrt", "aiortc"):
+        per_frame, frames, ok = await e2e_once(mode, width, height, warmup, window)
+        iso = isolated_sum_ms(mode, width, height, iso_frames)
+        label = "callrt" if mode == "callrt" else "aiortc default path"
+        records.append(Record(
+            f"end-to-end CPU per frame, {label}", per_frame, "ms", res,
+            "isolated convert+encode+decode sum", iso,
+            extra={"frames": frames, "fps": round(frames / window, 1), "content_verified": ok},
+        ))
+        step(f"e2e {mode}")
+    return records

@@ -1,0 +1,201 @@
+"""Per-stage costs of the frame pipeline, each next to its baseline timed in the same loop.
+
+Every pair (callrt's stage, its baseline) runs interleaved, alternating which goes first, on
+the same inputs, so both see the same CPU weather; a figure is the median over the iterations
+(robust to the time slices other processes take on a shared machine).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+
+import av
+import cv2
+import numpy as np
+
+from benchmarks._report import Progress, Record
+from media.avframes import from_av, to_av
+from media.codecs import AudioDecoder, AudioEncoder, VideoDecoder, VideoEncoder, VideoEncoderSettings
+from media.convert import Converter
+from media.frames import AudioFrame, VideoFrame
+from media.testing import draw_index, render_pattern
+
+AIORTC_DEFAULT = "aiortc default path"
+RAW_CALL = "raw PyAV codec call"
+MEMCPY = "memcpy of one I420 frame"
+
+
+def median_ms(samples_ns: Sequence[int]) -> float:
+    return statistics.median(samples_ns) / 1e6
+
+
+def time_pair(ours: Callable[[int], object], base: Callable[[int], object], iters: int,
+              warmup: int = 2, before: Callable[[int], object] | None = None) -> tuple[float, float]:
+    """Mean ms of ``ours(i)`` and ``base(i)``, interleaved; ``before(i)`` runs untimed first."""
+    a: list[int] = []
+    b: list[int] = []
+    pc = time.perf_counter_ns
+    for i in range(warmup + iters):
+        if before is not None:
+            before(i)
+        order = ((ours, a), (base, b)) if i % 2 == 0 else ((base, b), (ours, a))
+        for fn, acc in order:
+            t = pc()
+            fn(i)
+            dt = pc() - t
+            if i >= warmup:
+                acc.append(dt)
+    return median_ms(a), median_ms(b)
+
+
+def _livekit_rtc() -> object | None:
+    try:
+        from livekit import rtc  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    return rtc
+
+
+def _frames(width: int, height: int, count: int) -> tuple[list[VideoFrame], list[np.ndarray]]:
+    arrays = render_pattern(width, height, count)
+    frames = []
+    for i, a in enumerate(arrays):
+        f = VideoFrame(a, pts=i * 3000)
+        draw_index(f, i)
+        frames.append(f)
+    bgr = [cv2.cvtColor(f.data, cv2.COLOR_YUV2BGR_I420) for f in frames]
+    return frames, bgr
+
+
+def video_stages(width: int, height: int, iters: int, codec_frames: int, progress: Progress) -> list[Record]:
+    res = f"{width}x{height}"
+    frames, bgrs = _frames(width, height, 8)
+    n = len(frames)
+    conv = Converter()
+    records: list[Record] = []
+
+    # 1. BGR -> encoder-ready frame.
+    def ours_bgr(i: int) -> object:
+        return to_av(conv.to_frame(bgrs[i % n]))
+
+    def aiortc_bgr(i: int) -> object:
+        return av.VideoFrame.from_ndarray(bgrs[i % n], format="bgr24").reformat(format="yuv420p")
+
+    out = np.empty((height * 3 // 2, width), np.uint8)
+    ours, base = time_pair(ours_bgr, aiortc_bgr, iters)
+    cv_only, _ = time_pair(lambda i: cv2.cvtColor(bgrs[i % n], cv2.COLOR_BGR2YUV_I420, dst=out),
+                           lambda i: None, iters)
+    records.append(Record("BGR->I420 convert+wrap (encoder-ready)", ours, "ms", res, AIORTC_DEFAULT
+                          + " (from_ndarray(bgr24)+reformat)", base, extra={"opencv_convert_only_ms": cv_only}))
+    progress.step(f"{res} convert")
+
+    rtc = _livekit_rtc()
+    if rtc is not None:
+        rgbas = [cv2.cvtColor(b, cv2.COLOR_BGR2RGBA) for b in bgrs]
+        lk = [rtc.VideoFrame(width, height, rtc.VideoBufferType.RGBA, r.tobytes()) for r in rgbas]
+        ours, base = time_pair(lambda i: to_av(conv.to_frame(rgbas[i % n], "rgba")),
+                               lambda i: lk[i % n].convert(rtc.VideoBufferType.I420), iters)
+        records.append(Record("RGBA->I420 convert+wrap", ours, "ms", res,
+                              "livekit-rtc VideoFrame.convert (libyuv)", base))
+
+    # 2. Wrap an I420 array for PyAV.
+    dst = np.empty_like(frames[0].data)
+    ours, base = time_pair(lambda i: to_av(frames[i % n]), lambda i: np.copyto(dst, frames[i % n].data), iters)
+    copy_ms, _ = time_pair(lambda i: av.VideoFrame.from_ndarray(frames[i % n].data, format="yuv420p"),
+                           lambda i: None, iters)
+    records.append(Record("wrap I420 -> av.VideoFrame (zero-copy)", ours, "ms", res, MEMCPY, base,
+                          extra={"from_ndarray_copy_ms": copy_ms}))
+    progress.step(f"{res} wrap")
+
+    # 3. Encode and decode, wrapper vs raw PyAV call on identically configured contexts.
+    for codec in ("vp8", "h264"):
+        records += _codec_stages(codec, frames, res, codec_frames, iters, conv, progress)
+    return records
+
+
+def _codec_stages(codec: str, frames: list[VideoFrame], res: str, codec_frames: int, iters: int,
+                  conv: Converter, progress: Progress) -> list[Record]:
+    records: list[Record] = []
+    n = len(frames)
+    settings = VideoEncoderSettings(codec=codec, bitrate=1_000_000, min_bitrate=1_000_000,  # type: ignore[arg-type]
+                                    max_bitrate=1_000_000, fps=30)
+    wrapped, raw_owner = VideoEncoder(settings), VideoEncoder(settings)
+    # Open the raw context through its owner; its first (key)frame starts the decoders' input.
+    raw_packets = list(raw_owner.encode(VideoFrame(frames[0].data.copy(), pts=0)))
+    raw_ctx = raw_owner.codec_context
+    seq = [VideoFrame(frames[i % n].data, pts=(i + 1) * 3000) for i in range(codec_frames + 2)]
+    avs = [to_av(f) for f in seq]
+    our_packets: list[av.Packet] = []
+    # Both sides keep their packets the same way, so neither pays for it alone.
+    ours, base = time_pair(lambda i: our_packets.extend(wrapped.encode(seq[i])),
+                           lambda i: raw_packets.extend(raw_ctx.encode(avs[i])),  # type: ignore[union-attr]
+                           codec_frames)
+    packets = [bytes(p) for p in raw_packets]
+    records.append(Record(f"{codec.upper()} encode (wrapper)", ours, "ms", res,
+                          f"{RAW_CALL} ({_ENC_NAMES[codec]})", base))
+    progress.step(f"{res} {codec} encode")
+
+    wrapped_dec, raw_dec = VideoDecoder(codec), VideoDecoder(codec)  # type: ignore[arg-type]
+    raw_dctx = raw_dec.codec_context
+    p_ours = [av.Packet(p) for p in packets]
+    p_raw = [av.Packet(p) for p in packets]
+    # Neither side keeps its frames (holding them would starve the decoder's buffer pool).
+    ours, base = time_pair(lambda i: wrapped_dec.decode(p_ours[i]), lambda i: raw_dctx.decode(p_raw[i]),
+                           len(packets) - 2)
+    records.append(Record(f"{codec.upper()} decode (wrapper)", ours, "ms", res,
+                          f"{RAW_CALL} ({_DEC_NAMES[codec]})", base))
+    progress.step(f"{res} {codec} decode")
+
+    if codec == "vp8":
+        fresh = VideoDecoder(codec).codec_context
+        decoded = [f for p in packets[:8] for f in fresh.decode(av.Packet(p))]
+        m = len(decoded)
+        ours, base = time_pair(lambda i: from_av(decoded[i % m]), lambda i: decoded[i % m].to_ndarray(), iters)
+        records.append(Record("decoded frame -> NumPy (plane views)", ours, "ms", res,
+                              "PyAV to_ndarray() (copy)", base))
+        planar = [from_av(d) for d in decoded]
+        ours, base = time_pair(lambda i: conv.to_image(planar[i % m]),
+                               lambda i: decoded[i % m].to_ndarray(format="bgr24"), iters)
+        records.append(Record("decoded frame -> BGR (reused buffer)", ours, "ms", res,
+                              AIORTC_DEFAULT + " (to_ndarray(bgr24))", base))
+        progress.step(f"{res} to-numpy")
+    return records
+
+
+_ENC_NAMES = {"vp8": "libvpx", "h264": "libx264 ultrafast"}
+_DEC_NAMES = {"vp8": "FFmpeg vp8", "h264": "FFmpeg h264"}
+
+
+def audio_stages(iters: int, progress: Progress) -> list[Record]:
+    t = np.arange(960 * (iters + 4)) / 48_000
+    mono = (np.sin(2 * np.pi * 440 * t) * 8000).astype(np.int16)
+    stereo = np.ascontiguousarray(np.repeat(mono[:, None], 2, axis=1))
+    blocks = [np.ascontiguousarray(stereo[i * 960 : (i + 1) * 960]) for i in range(iters + 4)]
+    wrapped, raw_owner = AudioEncoder(), AudioEncoder()
+    raw_ctx = raw_owner.codec_context
+    frames = [AudioFrame(b, pts=i * 960) for i, b in enumerate(blocks)]
+    avs = []
+    for i, b in enumerate(blocks):
+        a = av.AudioFrame.from_ndarray(b.reshape(1, -1), format="s16", layout="stereo")
+        a.sample_rate, a.pts = 48_000, i * 960
+        avs.append(a)
+    packets: list[bytes] = []
+
+    def raw_enc(i: int) -> object:
+        out = raw_ctx.encode(avs[i])  # type: ignore[union-attr]
+        packets.extend(bytes(p) for p in out)
+        return out
+
+    ours, base = time_pair(lambda i: wrapped.encode(frames[i]), raw_enc, iters)
+    records = [Record("Opus encode 20 ms stereo (wrapper)", ours, "ms", "", f"{RAW_CALL} (libopus)", base)]
+    wrapped_dec, raw_dec = AudioDecoder(), AudioDecoder()
+    p_ours = [av.Packet(p) for p in packets]
+    p_raw = [av.Packet(p) for p in packets]
+    raw_dctx = raw_dec.codec_context
+    ours, base = time_pair(lambda i: wrapped_dec.decode(p_ours[i]), lambda i: raw_dctx.decode(p_raw[i]),
+                           len(packets) - 2)
+    records.append(Record("Opus decode 20 ms stereo (wrapper)", ours, "ms", "", f"{RAW_CALL} (libopus)", base))
+    progress.step("opus")
+    return records

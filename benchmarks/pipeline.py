@@ -1,0 +1,96 @@
+"""Frame-pipeline benchmark: per-stage costs, fan-out CPU and end-to-end CPU, each against a same-run baseline.
+
+    python -m benchmarks.pipeline [--quick] [--json PATH] [--markdown PATH] [--only stages,fanout,e2e]
+
+Per stage (640x480, 1280x720, 1920x1080): conversion + wrap against aiortc's default path
+(and livekit-rtc's libyuv ``convert`` when the optional ``livekit`` package is installed),
+wrap against a memory copy, encode/decode wrappers against the raw PyAV call, to-NumPy and
+to-BGR against PyAV's ``to_ndarray``. Fan-out: sender CPU for 1, 2, 4, 8 real peers against
+aiortc's per-peer encoding. End to end: CPU per frame against the isolated stage sum.
+Progress goes to stderr, the markdown table to stdout. Timings are wall-clock on a shared
+machine: compare ratios, which come from the same run, rather than absolute figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from benchmarks._report import Progress, Record, markdown_table, write_json
+
+RESOLUTIONS = ((640, 480), (1280, 720), (1920, 1080))
+PARTS = ("stages", "fanout", "e2e")
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.pipeline", description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="tiny iteration counts (for tests; numbers are noise)")
+    p.add_argument("--json", metavar="PATH", help="write the records as JSON to PATH")
+    p.add_argument("--markdown", metavar="PATH", help="write the markdown table to PATH")
+    p.add_argument("--only", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
+    p.add_argument("--peers", default=None, help="fan-out peer counts, e.g. 1,2,4,8")
+    p.add_argument("--resolutions", default=None, help="per-stage resolutions, e.g. 640x480,1280x720")
+    return p.parse_args(argv)
+
+
+def _resolutions(spec: str | None, quick: bool) -> list[tuple[int, int]]:
+    if spec:
+        return [(int(w), int(h)) for w, h in (r.lower().split("x") for r in spec.split(","))]
+    return [RESOLUTIONS[0]] if quick else list(RESOLUTIONS)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; returns a process exit code."""
+    args = _parse(argv)
+    parts = [p.strip() for p in args.only.split(",") if p.strip()]
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        print(f"unknown part(s): {', '.join(sorted(unknown))}", file=sys.stderr)
+        return 2
+    logging.getLogger("aioice").setLevel(logging.WARNING)
+    quick = args.quick
+    resolutions = _resolutions(args.resolutions, quick)
+    peers = [int(n) for n in args.peers.split(",")] if args.peers else ([1, 2] if quick else [1, 2, 4, 8])
+    iters, codec_frames = (4, 4) if quick else (200, 90)
+    warmup, window = (1.0, 0.6) if quick else (2.0, 5.0)
+
+    total = 0
+    if "stages" in parts:
+        total += len(resolutions) * 7 + 1
+    if "fanout" in parts:
+        total += 2 * len(peers)
+    if "e2e" in parts:
+        total += 2 if quick else 4
+    progress = Progress(total, "pipeline")
+    records: list[Record] = []
+
+    if "stages" in parts:
+        from benchmarks._stages import audio_stages, video_stages
+
+        for w, h in resolutions:
+            records += video_stages(w, h, iters, codec_frames, progress)
+        records += audio_stages(iters if quick else 300, progress)
+    if "fanout" in parts:
+        from benchmarks._peers import fanout_records
+
+        records += asyncio.run(fanout_records(peers, 640, 480, warmup, window, progress.step))
+    if "e2e" in parts:
+        from benchmarks._peers import e2e_records
+
+        for w, h in [RESOLUTIONS[0]] if quick else list(RESOLUTIONS[:2]):
+            records += asyncio.run(e2e_records(w, h, warmup, window, 10 if quick else 150, progress.step))
+
+    table = markdown_table(records, "Frame pipeline (python -m benchmarks pipeline)")
+    sys.stdout.write(table)
+    if args.json:
+        write_json(records, args.json)
+    if args.markdown:
+        Path(args.markdown).write_text(table, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,426 @@
+"""Encode once per source, fan the result out to every peer.
+
+``EncodedVideoFanout`` pulls one ``VideoSource``, runs ONE encoder on its own thread, and gives
+each peer an ``EncodedTrack`` whose ``recv()`` returns the shared ``av.Packet``s; aiortc's
+``RTCRtpSender`` packetizes them without re-encoding. Adding a peer costs packetization and
+SRTP, not an encoder (aiortc's default path runs one encoder per peer).
+
+Keyframes: a PLI/FIR from any peer reaches the shared encoder through the sender hook
+(``EncodedTrack.bind_sender``, applied by ``add_to``); a new subscriber's first ``recv()`` forces
+one too, so a late joiner decodes within a frame or two. Requests arriving before the next
+frame collapse into one keyframe.
+
+Bandwidth policy (lowest peer wins): the encoder's target is the minimum of the REMB
+estimates of the peers that reported one, clamped to ``[min_bitrate, max_bitrate]``, or the
+configured ``bitrate`` while none has. One encoder produces one rate, and a stream above a
+peer's estimate congests that peer's path (loss, PLIs, keyframes for everyone), so the
+slowest link sets the quality. Simulcast or an SFU is the way past that; the seam is here.
+
+``pause()`` stops pulling and sending while every peer's transceiver and track stay open;
+``resume()`` continues with a keyframe. ``replace_source()`` switches the camera mid-call
+(a new size rebuilds the encoder, which starts with a keyframe). Video pts come from one
+monotonic 90 kHz clock owned by the fan-out, so pauses and source switches keep RTP time moving
+forward. The fan-out never starts or stops sources: their owner does. A source that ends
+leaves the fan-out idle until ``resume()`` or ``replace_source()``.
+
+``FrameFanout`` is the same pump for raw frames: each peer's ``FrameTrack`` hands ``av`` frames
+to aiortc, which encodes per peer. That is the audio path: an Opus encode is ~0.1 ms per
+20 ms packet, about 0.5 % of a core per peer, not worth a shared encoder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from aiortc import RTCPeerConnection, RTCRtpSender
+
+from media._boundary import Worker
+from media.avframes import to_av
+from media.codecs import VideoCodecName, VideoEncoder, VideoEncoderSettings
+from media.errors import MediaError, PipelineClosed
+from media.frames import AudioFrame, VideoFrame
+from media.source import Source, SourceEnded, VideoSource
+from media.tracks import EncodedTrack, FrameTrack, prefer_codec
+
+logger = logging.getLogger(__name__)
+
+FanoutState = Literal["idle", "running", "paused", "closed"]
+
+
+@dataclass(frozen=True)
+class PeerStats:
+    """One subscriber's counters."""
+
+    track_id: str
+    mode: str
+    started: bool
+    sent: int
+    dropped: int
+    skipped: int
+    bandwidth: int | None
+
+
+@dataclass(frozen=True)
+class FanoutStats:
+    """A snapshot of a fan-out's counters."""
+
+    frames_in: int
+    """Frames pulled from the source."""
+    encodes: int
+    """Frames the shared encoder encoded (once each, whatever the number of peers)."""
+    keyframes: int
+    keyframe_requests: int
+    """Requests received (PLI/FIR, first recv, overflow); several may collapse into one keyframe."""
+    bitrate: int
+    """The encoder's current target (bps)."""
+    rebuilds: int
+    peers: list[PeerStats] = field(default_factory=list)
+
+
+class _SourcePump:
+    """Pulls one source in a task; pause/resume/replace; hands frames to ``_handle``."""
+
+    def __init__(self, source: Source[Any] | None, name: str) -> None:
+        self._source = source
+        self._name = name
+        self._task: asyncio.Task[None] | None = None
+        self._recv_task: asyncio.Future[Any] | None = None
+        self._wake = asyncio.Event()
+        self._paused = False
+        self._closed = False
+        self._source_ended = False
+        self._t0: float | None = None
+        self._last_pts = -1
+        self.frames_in = 0
+
+    @property
+    def source(self) -> Source[Any] | None:
+        return self._source
+
+    @property
+    def state(self) -> FanoutState:
+        if self._closed:
+            return "closed"
+        if self._paused:
+            return "paused"
+        return "running" if self._task is not None else "idle"
+
+    def start(self) -> None:
+        """Start pulling (``subscribe`` does it too). Needs a running event loop."""
+        self._check_open()
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name=f"callrt-{self._name}")
+            self._task.add_done_callback(self._task_done)
+
+    def pause(self) -> None:
+        """Stop pulling and sending; peers keep their tracks and transceivers (mute)."""
+        self._check_open()
+        self._paused = True
+        self._interrupt()
+
+    def resume(self) -> None:
+        """Pull and send again (after ``pause()`` or after the source ended); starts with a keyframe."""
+        self._check_open()
+        self._paused = False
+        self._source_ended = False
+        self._on_resume()
+        self._wake.set()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def replace_source(self, source: Source[Any] | None) -> Source[Any] | None:
+        """Pull from ``source`` from now on (e.g. another camera); returns the previous one, not stopped."""
+        self._check_open()
+        old, self._source = self._source, source
+        self._source_ended = False
+        self._interrupt()
+        self._on_resume()
+        self._wake.set()
+        return old
+
+    async def aclose(self) -> None:
+        """Stop the pump and end every peer's track. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._on_close()
+
+    async def __aenter__(self) -> _SourcePump:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise PipelineClosed(f"{self._name} is closed")
+
+    def _interrupt(self) -> None:
+        if self._recv_task is not None and not self._recv_task.done():
+            self._recv_task.cancel()
+        self._wake.set()
+
+    def _clock_pts(self, loop: asyncio.AbstractEventLoop) -> int:
+        now = loop.time()
+        if self._t0 is None:
+            self._t0 = now
+        pts = int((now - self._t0) * 90_000)
+        if pts <= self._last_pts:
+            pts = self._last_pts + 1
+        self._last_pts = pts
+        return pts
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        me = asyncio.current_task()
+        while True:
+            source = self._source
+            if self._paused or source is None or self._source_ended:
+                await self._wake.wait()
+                self._wake.clear()
+                continue
+            self._recv_task = asyncio.ensure_future(source.recv())
+            try:
+                frame = await self._recv_task
+            except asyncio.CancelledError:
+                if me is not None and me.cancelling():
+                    raise
+                continue  # paused or replaced while waiting for a frame
+            except SourceEnded:
+                if source is self._source:
+                    logger.info("%s: source %s ended; idle until resume() or replace_source()",
+                                self._name, source.name)
+                    self._source_ended = True
+                continue
+            except Exception:
+                # A device error (e.g. a camera unplugged) must not kill the peers' tracks.
+                if source is self._source:
+                    logger.exception("%s: source %s failed; idle until resume() or replace_source()",
+                                     self._name, source.name)
+                    self._source_ended = True
+                continue
+            finally:
+                self._recv_task = None
+            if self._paused or source is not self._source:
+                continue
+            self.frames_in += 1
+            try:
+                await self._handle(frame, self._clock_pts(loop))
+            except MediaError:
+                logger.exception("%s: dropping a frame", self._name)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("%s stopped", self._name, exc_info=task.exception())
+
+    async def _handle(self, frame: Any, pts: int) -> None:
+        raise NotImplementedError
+
+    def _on_resume(self) -> None:
+        pass
+
+    def _on_close(self) -> None:
+        pass
+
+
+class EncodedVideoFanout(_SourcePump):
+    """One encoder per video source; every subscribed peer gets its packets (module doc).
+
+    ``subscribe()`` returns an ``EncodedTrack`` for one peer; ``add_to(pc)`` also adds it to the
+    peer connection, binds the keyframe/REMB hook and prefers the fan-out's codec.
+    """
+
+    def __init__(
+        self,
+        source: VideoSource | None,
+        codec: VideoCodecName = "vp8",
+        *,
+        bitrate: int | None = None,
+        fps: float | None = None,
+        settings: VideoEncoderSettings | None = None,
+        queue_size: int = 8,
+    ) -> None:
+        s = settings or VideoEncoderSettings(codec=codec)
+        overrides: dict[str, Any] = {}
+        if bitrate is not None:
+            overrides["bitrate"] = bitrate
+            if bitrate > s.max_bitrate:
+                overrides["max_bitrate"] = bitrate
+        if fps is not None:
+            overrides["fps"] = fps
+        if overrides:
+            s = replace(s, **overrides)
+        super().__init__(source, f"fanout-{s.codec}")
+        self.encoder = VideoEncoder(s)
+        self.codec: VideoCodecName = s.codec
+        self.queue_size = queue_size
+        self._worker = Worker(f"callrt-enc-{s.codec}")
+        self._tracks: list[EncodedTrack] = []
+        self.keyframe_requests = 0
+
+    @property
+    def tracks(self) -> tuple[EncodedTrack, ...]:
+        """Current subscribers."""
+        return tuple(self._tracks)
+
+    def subscribe(self) -> EncodedTrack:
+        """A new peer track (starts the pump if needed). Bind it with ``track.bind_sender(sender)``."""
+        self._check_open()
+        track = EncodedTrack(self, self.codec, self.queue_size)
+        self._tracks.append(track)
+        self.start()
+        return track
+
+    def unsubscribe(self, track: Any) -> None:
+        """Forget ``track`` (also happens when aiortc stops it); its bandwidth leaves the policy."""
+        if track in self._tracks:
+            self._tracks.remove(track)
+            if track.readyState == "live":
+                track.stop()
+            self._apply_bandwidth_policy()
+
+    def add_to(self, pc: RTCPeerConnection) -> RTCRtpSender:
+        """Subscribe, add the track to ``pc``, hook its sender and prefer our codec. Returns the sender."""
+        track = self.subscribe()
+        sender = pc.addTrack(track)
+        track.bind_sender(sender)
+        for transceiver in pc.getTransceivers():
+            if transceiver.sender is sender:
+                prefer_codec(transceiver, self.codec)
+        return sender
+
+    def request_keyframe(self, track: Any = None) -> None:
+        """Make the shared encoder's next frame a keyframe (from any peer, or the application)."""
+        self.keyframe_requests += 1
+        self.encoder.force_keyframe()
+
+    def report_bandwidth(self, track: Any, bps: int) -> None:
+        """A peer's bandwidth estimate (REMB); re-applies the lowest-peer-wins policy."""
+        track.bandwidth = int(bps)
+        self._apply_bandwidth_policy()
+
+    def set_bitrate(self, bps: int) -> None:
+        """The target used while no peer has reported an estimate (also the new default)."""
+        self.encoder.settings = replace(self.encoder.settings, bitrate=int(bps))
+        self._apply_bandwidth_policy()
+
+    def stats(self) -> FanoutStats:
+        e = self.encoder
+        return FanoutStats(
+            frames_in=self.frames_in,
+            encodes=e.encodes,
+            keyframes=e.keyframes,
+            keyframe_requests=self.keyframe_requests,
+            bitrate=e.bitrate,
+            rebuilds=e.rebuilds,
+            peers=[
+                PeerStats(t.id, t.mode, t.started, t.sent, t.dropped, t.skipped, t.bandwidth)
+                for t in self._tracks
+            ],
+        )
+
+    def _apply_bandwidth_policy(self) -> None:
+        estimates = [t.bandwidth for t in self._tracks if t.bandwidth is not None and t.mode == "encoded"]
+        target = min(estimates) if estimates else self.encoder.settings.bitrate
+        if target != self.encoder.bitrate:
+            logger.debug("%s: target bitrate %d bps (%d estimates)", self._name, target, len(estimates))
+        self.encoder.set_bitrate(target)
+
+    def _on_first_recv(self, track: Any) -> None:
+        self.request_keyframe(track)
+
+    def _on_resume(self) -> None:
+        self.request_keyframe()
+
+    async def _handle(self, frame: VideoFrame, pts: int) -> None:
+        encoded = []
+        for t in self._tracks:
+            if not t.started:
+                continue
+            if t.mode == "raw":
+                t.offer_frame(frame, pts)
+            else:
+                encoded.append(t)
+        if not encoded:
+            return  # nobody needs packets yet: do not spend an encode
+        avf = to_av(frame)
+        avf.pts = pts
+        packets = await self._worker.run(self.encoder.encode, avf)
+        for packet in packets:
+            for t in encoded:
+                t.offer(packet)
+
+    def _on_close(self) -> None:
+        for t in list(self._tracks):
+            t.stop()
+        self._tracks.clear()
+        self._worker.close(final=self.encoder.close)  # after an encode still running, if any
+
+
+class FrameFanout(_SourcePump):
+    """One source, raw frames to every subscribed peer; aiortc encodes per peer (the audio path)."""
+
+    def __init__(self, source: Source[Any] | None, *, kind: Literal["audio", "video"] | None = None,
+                 queue_size: int = 4) -> None:
+        if kind is None:
+            if source is None:
+                raise ValueError("pass kind= when starting without a source")
+            kind = source.kind
+        super().__init__(source, f"frame-fanout-{kind}")
+        self.kind: Literal["audio", "video"] = kind
+        self.queue_size = queue_size
+        self._tracks: list[FrameTrack] = []
+
+    @property
+    def tracks(self) -> tuple[FrameTrack, ...]:
+        return tuple(self._tracks)
+
+    def subscribe(self) -> FrameTrack:
+        self._check_open()
+        track = FrameTrack(self, self.kind, self.queue_size)
+        self._tracks.append(track)
+        self.start()
+        return track
+
+    def unsubscribe(self, track: Any) -> None:
+        if track in self._tracks:
+            self._tracks.remove(track)
+            if track.readyState == "live":
+                track.stop()
+
+    def add_to(self, pc: RTCPeerConnection) -> RTCRtpSender:
+        """Subscribe and add the track to ``pc``; returns the sender."""
+        return pc.addTrack(self.subscribe())
+
+    def request_keyframe(self, track: Any = None) -> None:
+        """Nothing to do: aiortc's per-peer encoder handles its own keyframe requests."""
+
+    def report_bandwidth(self, track: Any, bps: int) -> None:
+        """Nothing to do: aiortc's per-peer encoder takes REMB itself."""
+
+    def _on_first_recv(self, track: Any) -> None:
+        pass
+
+    async def _handle(self, frame: VideoFrame | AudioFrame, pts: int) -> None:
+        video_pts = None if isinstance(frame, AudioFrame) else pts
+        for t in self._tracks:
+            if t.started:
+                t.offer(frame, video_pts)
+
+    def _on_close(self) -> None:
+        for t in list(self._tracks):
+            t.stop()
+        self._tracks.clear()

@@ -1,0 +1,56 @@
+"""The pipeline benchmark runs end to end with tiny iteration counts and writes well-formed records.
+
+Speed is never asserted here: on a shared CI machine numbers are noise; only their shape is checked.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+import benchmarks.__main__ as bench_cli
+from benchmarks import pipeline
+
+pytestmark = pytest.mark.timeout(120)
+
+FIELDS = {"name", "resolution", "value", "unit", "baseline", "baseline_value", "ratio"}
+
+
+def test_pipeline_quick_writes_well_formed_records(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "pipeline.json"
+    md = tmp_path / "pipeline.md"
+    assert pipeline.main(["--quick", "--json", str(out), "--markdown", str(md)]) == 0
+    payload = json.loads(out.read_text())
+    assert payload["machine"]
+    records = payload["records"]
+    names = [r["name"] for r in records]
+    for r in records:
+        assert FIELDS <= r.keys()
+        assert isinstance(r["value"], float) and math.isfinite(r["value"]) and r["value"] >= 0
+        assert r["unit"] in {"ms", "%cpu", "x"}
+        assert r["baseline"] and isinstance(r["baseline_value"], float) and r["baseline_value"] > 0
+        assert r["ratio"] == pytest.approx(r["value"] / r["baseline_value"])
+    # Every part of the issue is present: stages, codecs, fan-out, end to end.
+    for needle in ("BGR->I420", "wrap I420", "VP8 encode", "VP8 decode", "H264 encode", "H264 decode",
+                   "-> NumPy", "Opus encode", "fan-out sender CPU, 1 peer", "fan-out sender CPU, 2 peers",
+                   "end-to-end CPU per frame, callrt", "end-to-end CPU per frame, aiortc"):
+        assert any(needle in n for n in names), needle
+    fan = next(r for r in records if r["name"].startswith("fan-out sender CPU, 2 peers"))
+    assert fan["extra"]["content_verified"] is True
+    assert fan["extra"]["encodes_per_frame"] <= 1.0  # encode once, however many peers
+    e2e = next(r for r in records if r["name"] == "end-to-end CPU per frame, callrt")
+    assert e2e["extra"]["content_verified"] is True
+    captured = capsys.readouterr()
+    assert "| measurement |" in captured.out and "[1/" in captured.err  # table on stdout, progress on stderr
+    assert md.read_text().startswith("### Frame pipeline")
+
+
+def test_cli_skips_missing_programs_and_rejects_unknown(monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(bench_cli, "REGISTRY", {"later": "benchmarks.not_written_yet"})
+    assert bench_cli.main(["--quick"]) == 0
+    assert "skipping later" in capsys.readouterr().err
+    assert bench_cli.main(["nope"]) == 2
