@@ -50,6 +50,9 @@ logger = logging.getLogger(__name__)
 
 FanoutState = Literal["idle", "running", "paused", "closed"]
 
+KEYFRAME_CATCHUP_S = 0.2
+"""At most this often, a keyframe is forced for peers still waiting for their first one."""
+
 
 @dataclass(frozen=True)
 class PeerStats:
@@ -269,6 +272,7 @@ class EncodedVideoFanout(_SourcePump):
         self.queue_size = queue_size
         self._worker = Worker(f"callrt-enc-{s.codec}")
         self._tracks: list[EncodedTrack] = []
+        self._last_catchup = float("-inf")
         self.keyframe_requests = 0
 
     @property
@@ -362,6 +366,13 @@ class EncodedVideoFanout(_SourcePump):
         for packet in packets:
             for t in encoded:
                 t.offer(packet)
+        # A peer whose first recv() (and keyframe request) landed while this frame was being encoded
+        # missed that keyframe; without another request it would wait for the next periodic one.
+        if any(t.started and t.waiting_for_keyframe for t in self._tracks):
+            now = asyncio.get_running_loop().time()
+            if now - self._last_catchup >= KEYFRAME_CATCHUP_S:
+                self._last_catchup = now
+                self.request_keyframe()
 
     def _on_close(self) -> None:
         for t in list(self._tracks):

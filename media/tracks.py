@@ -97,6 +97,11 @@ class EncodedTrack(MediaStreamTrack):
         """Packets flushed from this peer's queue because it fell behind."""
         return self._queue.dropped
 
+    @property
+    def waiting_for_keyframe(self) -> bool:
+        """True while this peer skips packets until a keyframe arrives."""
+        return self.mode == "encoded" and self._need_keyframe and self.readyState == "live"
+
     def offer(self, packet: av.Packet) -> None:
         """Queue one encoded packet for this peer (called by the fan-out on the loop)."""
         if self.mode != "encoded" or self.readyState != "live":

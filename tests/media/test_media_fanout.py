@@ -196,3 +196,47 @@ async def test_slow_peer_queue_is_bounded_and_resyncs_on_a_keyframe() -> None:
         (key,) = enc.encode(VideoFrame(pattern[0], pts=31 * 3000), keyframe=True)  # the answer to the request
         track.offer(key)
         assert (await asyncio.wait_for(recv, 2)) is key
+
+
+async def test_a_peer_starting_during_an_encode_still_gets_a_keyframe():
+    """Regression: a subscriber whose first recv() (and keyframe request) landed while a frame was
+    being encoded missed that keyframe and then waited for the next periodic one (100 s)."""
+    import time
+
+    from devices import TestPattern
+    from media.fanout import EncodedVideoFanout
+
+    source = TestPattern(320, 240, fps=30)
+    await source.start()
+    fanout = EncodedVideoFanout(source, "vp8")
+    original = fanout.encoder.encode
+    loop = asyncio.get_running_loop()
+    in_flight = asyncio.Event()
+
+    def slow_encode(frame, *args, **kwargs):  # the worker thread is slow to get the CPU
+        loop.call_soon_threadsafe(in_flight.set)
+        time.sleep(0.02)
+        return original(frame, *args, **kwargs)
+
+    fanout.encoder.encode = slow_encode
+    first = fanout.subscribe()
+    drain = asyncio.ensure_future(_drain(first))
+    try:
+        for _ in range(3):
+            await asyncio.sleep(0.3)
+            in_flight.clear()
+            await in_flight.wait()  # an encode was just handed to the worker
+            late = fanout.subscribe()
+            packet = await asyncio.wait_for(late.recv(), 3.0)
+            assert packet.is_keyframe
+            fanout.unsubscribe(late)
+    finally:
+        drain.cancel()
+        await asyncio.gather(drain, return_exceptions=True)
+        await fanout.aclose()
+        await source.stop()
+
+
+async def _drain(track):
+    while True:
+        await track.recv()
