@@ -18,6 +18,7 @@ REGISTRY: dict[str, str] = {
     "devices": "benchmarks.devices",
     "coordinator": "benchmarks.coordinator",
     "e2e": "benchmarks.e2e",
+    "soak": "benchmarks.soak",
 }
 
 

@@ -52,9 +52,8 @@ def _server_client(args: argparse.Namespace) -> ServerClient:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from signaling.models import MAX_WS_MESSAGE_BYTES
     from signaling.server.app import create_app
-    from signaling.server.config import ServerConfig, generate_dev_keys
+    from signaling.server.config import ServerConfig, generate_dev_keys, uvicorn_options
 
     key, secret, dev = args.api_key, args.api_secret, False
     if not key or not secret:
@@ -75,7 +74,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print("No keys given: generated a development pair. Use it with:", flush=True)
             print(f"  export CALLRT_URL={url} CALLRT_API_KEY={key} CALLRT_API_SECRET={secret}", flush=True)
     uvicorn.run(create_app(config), host=args.host, port=args.port, log_level=args.log_level,
-                ws_max_size=MAX_WS_MESSAGE_BYTES, ws_ping_interval=None)
+                **uvicorn_options())  # type: ignore[arg-type]
     return 0
 
 

@@ -169,7 +169,7 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
 
     # ------------------------------------------------------------ auth
 
-    def identity(
+    async def identity(  # async: FastAPI would run a plain def in a worker thread for every request
         authorization: Annotated[str | None, Header()] = None,
         x_api_key: Annotated[str | None, Header()] = None,
         api_key: Annotated[str | None, Query(include_in_schema=False)] = None,

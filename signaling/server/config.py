@@ -56,3 +56,16 @@ class ServerConfig:
 def generate_dev_keys() -> tuple[str, str]:
     """A random development API key and secret."""
     return "dev-" + secrets.token_hex(6), secrets.token_urlsafe(32)
+
+
+def uvicorn_options() -> dict[str, object]:
+    """How callrt serves the app with uvicorn (``callrt serve`` and the embedded coordinator alike).
+
+    Keep-alive outlives the client's (2 s) so a pooled connection is never reused as the server
+    closes it; no per-message deflate (events are small and CPU matters more than bytes on the
+    networks callrt runs on); the WebSocket message cap; heartbeats are callrt's own.
+    """
+    from signaling.models import MAX_WS_MESSAGE_BYTES
+
+    return {"ws_max_size": MAX_WS_MESSAGE_BYTES, "ws_ping_interval": None, "ws_per_message_deflate": False,
+            "timeout_keep_alive": 15}

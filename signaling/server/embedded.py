@@ -15,10 +15,9 @@ from types import TracebackType
 
 import uvicorn
 
-from signaling.models import MAX_WS_MESSAGE_BYTES
 from signaling.server.app import create_app
 from signaling.server.auth import TokenIssuer
-from signaling.server.config import ServerConfig
+from signaling.server.config import ServerConfig, uvicorn_options
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +55,8 @@ class EmbeddedCoordinator:
         if self.config.public_url is None:
             self.config.public_url = self.url
         app = create_app(self.config)
-        uv_config = uvicorn.Config(app, log_level="warning", ws_max_size=MAX_WS_MESSAGE_BYTES,
-                                   lifespan="on", ws_ping_interval=None, timeout_graceful_shutdown=2)
+        uv_config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2,
+                                   **uvicorn_options())  # type: ignore[arg-type]
         self._server = uvicorn.Server(uv_config)
         self._thread = threading.Thread(target=self._run, name="callrt-coordinator", daemon=True)
         self._thread.start()
