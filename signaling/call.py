@@ -6,6 +6,7 @@ server's events for it and keeps ``state`` current when the call changes elsewhe
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -69,6 +70,7 @@ class Call:
         self.media: Any = None
         """The media session while joined (peer connections, tracks); None when signaling-only."""
         self._auto_subscribe = True
+        self._teardown_lock = asyncio.Lock()
 
     def __repr__(self) -> str:
         return f"<Call {self.cid} {self.state.calling_state.value}>"
@@ -232,7 +234,18 @@ class Call:
         self.microphone.attach(self.media)
 
     async def _teardown(self, final: CallingState, notify_server: bool = False) -> None:
-        """Release media and local state; with ``notify_server`` also tell the coordinator."""
+        """Release media and local state; with ``notify_server`` also tell the coordinator.
+
+        Several paths may ask at once (the ``call.ended`` event and the media socket's notice):
+        they all wait for the one teardown in progress.
+        """
+        if self._teardown_lock.locked():
+            async with self._teardown_lock:
+                return
+        async with self._teardown_lock:
+            await self._do_teardown(final, notify_server)
+
+    async def _do_teardown(self, final: CallingState, notify_server: bool) -> None:
         media, self.media = self.media, None
         self.camera.attach(None)
         self.microphone.attach(None)
