@@ -154,7 +154,8 @@ class ThreadedSource(Source[F], Generic[F]):
         if session is None:
             raise SourceEnded(f"{self._name} is not running")
         try:
-            item = await asyncio.wait_for(session.queue.get(), self.read_timeout)
+            async with asyncio.timeout(self.read_timeout):  # not wait_for: it can swallow a cancel (3.11)
+                item = await session.queue.get()
         except TimeoutError:
             if self._session is session:
                 await self.stop()

@@ -53,7 +53,10 @@ async def sleep_unless(stopped: asyncio.Event, delay: float) -> bool:
     if stopped.is_set():
         return True
     try:
-        await asyncio.wait_for(stopped.wait(), delay)
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that
+        # arrives as the event is set, and the caller's task then never ends
+        async with asyncio.timeout(delay):
+            await stopped.wait()
     except TimeoutError:
         return False
     return True

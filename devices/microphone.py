@@ -161,7 +161,8 @@ class Microphone(AudioSource):
         # The first block may take longer: some servers start a new stream at a coarse latency.
         timeout = self.read_timeout if self._pts else self.read_timeout + self.open_timeout
         try:
-            item = await asyncio.wait_for(q.get(), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: it can swallow a cancel (3.11)
+                item = await q.get()
         except TimeoutError:
             await self.stop()
             raise DeviceGone(

@@ -203,6 +203,10 @@ class _SourcePump:
                     raise
                 continue  # paused or replaced while waiting for a frame
             except SourceEnded:
+                if me is not None and me.cancelling():
+                    # the cancellation reached the source's recv(), which ended instead of
+                    # re-raising it; honour it here or aclose() would wait forever
+                    raise asyncio.CancelledError from None
                 if source is self._source:
                     logger.info("%s: source %s ended; idle until resume() or replace_source()",
                                 self._name, source.name)
@@ -217,6 +221,8 @@ class _SourcePump:
                 continue
             finally:
                 self._recv_task = None
+            if me is not None and me.cancelling():
+                raise asyncio.CancelledError
             if self._paused or source is not self._source:
                 continue
             self.frames_in += 1

@@ -41,7 +41,9 @@ class EmbeddedCoordinator:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        """The URL to reach it from this host (loopback when bound to every interface)."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        return f"http://{host}:{self.port}"
 
     def start(self, timeout: float = 10.0) -> EmbeddedCoordinator:
         # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets whose protocol is TCP; without it
@@ -52,8 +54,8 @@ class EmbeddedCoordinator:
         sock.listen(1024)
         self._sock = sock
         self.port = sock.getsockname()[1]
-        if self.config.public_url is None:
-            self.config.public_url = self.url
+        if self.config.public_url is None and self.host not in ("0.0.0.0", ""):
+            self.config.public_url = self.url  # else: media URLs follow the address each client used
         app = create_app(self.config)
         uv_config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2,
                                    **uvicorn_options())  # type: ignore[arg-type]
