@@ -6,6 +6,16 @@ cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
 mkdir -p artifacts
 
+# system packages some tests use: nftables + iproute2 (network namespaces with packet loss)
+need=()
+command -v nft >/dev/null 2>&1 || need+=(nftables)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+if [ ${#need[@]} -gt 0 ] && [ "$(id -u)" = 0 ]; then
+  echo "installing ${need[*]}" >&2
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}") >/dev/null 2>&1 \
+    || echo "could not install ${need[*]}: the network-impairment test will say why" >&2
+fi
+
 bash scripts/devices.sh start || echo "scripts/devices.sh start failed: device tests will report why" >&2
 trap 'bash scripts/devices.sh stop >/dev/null 2>&1 || true' EXIT
 if [ -f .devices/env ]; then
