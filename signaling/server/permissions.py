@@ -27,6 +27,16 @@ _HOST = [
     *_MEDIA,
 ]
 
+_LISTENER_GRANTS = {
+    # audio rooms and livestreams: hosts speak and show video; users and members listen and watch
+    "admin": _ALL,
+    "moderator": [*_HOST, "join-ended-call"],
+    "host": _HOST,
+    "user": ["create-call", "read-call", "join-call"],
+    "call_member": ["read-call", "join-call"],
+    "guest": ["read-call", "join-call"],
+}
+
 BUILTIN_CALL_TYPES: dict[str, dict[str, Any]] = {
     "default": {
         "grants": {
@@ -40,14 +50,7 @@ BUILTIN_CALL_TYPES: dict[str, dict[str, Any]] = {
         "settings": {},
     },
     "audio_room": {
-        "grants": {
-            "admin": _ALL,
-            "moderator": [*_HOST, "join-ended-call"],
-            "host": _HOST,
-            "user": ["create-call", "read-call", "join-call"],
-            "call_member": ["read-call", "join-call"],
-            "guest": ["read-call", "join-call"],
-        },
+        "grants": _LISTENER_GRANTS,
         "settings": {
             "audio": {"mic_default_on": False},
             "video": {"enabled": False, "camera_default_on": False},
@@ -55,14 +58,7 @@ BUILTIN_CALL_TYPES: dict[str, dict[str, Any]] = {
         },
     },
     "livestream": {
-        "grants": {
-            "admin": _ALL,
-            "moderator": [*_HOST, "join-ended-call"],
-            "host": _HOST,
-            "user": ["create-call", "read-call", "join-call"],
-            "call_member": ["read-call", "join-call"],
-            "guest": ["read-call", "join-call"],
-        },
+        "grants": _LISTENER_GRANTS,
         "settings": {
             "audio": {"mic_default_on": False},
             "video": {"camera_default_on": False, "target_resolution": {"width": 1280, "height": 720,
