@@ -19,6 +19,7 @@ REGISTRY: dict[str, str] = {
     "coordinator": "benchmarks.coordinator",
     "e2e": "benchmarks.e2e",
     "soak": "benchmarks.soak",
+    "browser": "benchmarks.browser",
 }
 
 

@@ -16,6 +16,7 @@ if [ ${#need[@]} -gt 0 ] && [ "$(id -u)" = 0 ]; then
     || echo "could not install ${need[*]}: the network-impairment test will say why" >&2
 fi
 
+bash scripts/browser.sh || echo "scripts/browser.sh failed: browser tests will report why" >&2
 bash scripts/devices.sh start || echo "scripts/devices.sh start failed: device tests will report why" >&2
 trap 'bash scripts/devices.sh stop >/dev/null 2>&1 || true' EXIT
 if [ -f .devices/env ]; then

@@ -351,7 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--codec", choices=["vp8", "h264"], default="vp8")
     p.add_argument("--resolution", default="640x480")
     p.add_argument("--snapshot", default=None, help="save received frames side by side to this PNG")
-    p.add_argument("--against-url", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--against-url", action="store_true",
+                   help="run the bots on the coordinator at --url (e.g. one you watch in the browser)")
+    p.add_argument("--call-id", default=None, help="call id (default demo-<timestamp>)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("bot", parents=[common], help="join a call on a running coordinator as a headless bot")

@@ -233,7 +233,8 @@ def render_table(report: DemoReport) -> str:
 
 async def run_demo(*, bots: int = 2, seconds: float = 10.0, codec: str = "vp8", resolution: str = "640x480",
                    snapshot: str | None = None, progress: bool = True, url: str | None = None,
-                   api_key: str | None = None, api_secret: str | None = None) -> DemoReport:
+                   api_key: str | None = None, api_secret: str | None = None,
+                   call_id: str | None = None) -> DemoReport:
     """Run the demo against ``url`` (or an embedded coordinator) and return the verified report."""
     width, height = (int(x) for x in resolution.lower().split("x"))
     if bots < 2:
@@ -248,7 +249,9 @@ async def run_demo(*, bots: int = 2, seconds: float = 10.0, codec: str = "vp8", 
     from signaling.tokens import TokenIssuer
 
     issuer = TokenIssuer(api_key, api_secret)
-    call_id = f"demo-{int(time.time())}"
+    call_id = call_id or f"demo-{int(time.time())}"
+    if progress:
+        sys.stderr.write(f"call default:{call_id} on {url}; watch it at {url}/call/default/{call_id}\n")
     members: list[DemoBot] = []
     proc = psutil.Process()
     try:
@@ -313,8 +316,15 @@ def _save_snapshot(bot: DemoBot, path: str) -> None:
 
 
 async def run_demo_cli(args: argparse.Namespace) -> int:
+    remote = {}
+    if args.against_url:  # bots in a call on a running coordinator (e.g. to watch it in the browser)
+        remote = {"url": args.url, "api_key": args.api_key, "api_secret": args.api_secret}
+        if not args.api_key or not args.api_secret:
+            from signaling.errors import InvalidRequest
+
+            raise InvalidRequest("--against-url needs the API key and secret (CALLRT_API_KEY/CALLRT_API_SECRET)")
     report = await run_demo(bots=args.bots, seconds=args.seconds, codec=args.codec, resolution=args.resolution,
-                            snapshot=args.snapshot, progress=not args.json)
+                            snapshot=args.snapshot, progress=not args.json, call_id=args.call_id, **remote)
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     else:

@@ -113,4 +113,6 @@ class PeerLink:
             track = transceiver.sender.track
             if track is not None:
                 track.stop()  # unsubscribes from the fan-out
-        await self.pc.close()
+        # shielded: aiortc may already be closing this connection itself (the remote's DTLS closed);
+        # cancelling our wait would cancel its shared "closed" future and log an InvalidStateError
+        await asyncio.shield(self.pc.close())

@@ -49,6 +49,7 @@ from signaling.server.auth import Identity, TokenIssuer
 from signaling.server.config import ServerConfig
 from signaling.server.hub import Connection, EventHub
 from signaling.server.media_relay import MediaRelay
+from signaling.server.page import mount_call_page
 from signaling.server.service import CallService, ServiceConfig
 from signaling.server.store import SQLiteStore, Store
 from signaling.tokens import LEEWAY_S
@@ -361,6 +362,7 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
                 return
             await ws.send_text(message)
 
+    mount_call_page(app, config)
     return app
 
 

@@ -153,3 +153,13 @@ def test_readme_commands_exist():
     assert "make demo" in head and "make test" in head
     ci = (Path(__file__).resolve().parents[2] / ".ci" / "run").read_text()
     assert "make test" in ci
+
+
+def test_demo_against_a_served_coordinator_names_its_call(served):
+    result = subprocess.run([*CALLRT, "demo", "--against-url", "--call-id", "watch-me", "--seconds", "2",
+                             "--json"], env=served, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["ok"] is True
+    shown = json.loads(run(served, "call", "get", "default", "watch-me", "--json").stdout)
+    assert {m["user_id"] for m in shown["call"]["session"]["participants"]} == set()  # the bots left
+    assert shown["call"]["created_by"] == "bot0"
