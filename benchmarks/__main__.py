@@ -20,6 +20,7 @@ REGISTRY: dict[str, str] = {
     "e2e": "benchmarks.e2e",
     "soak": "benchmarks.soak",
     "browser": "benchmarks.browser",
+    "swarm": "benchmarks.swarm",
 }
 
 

@@ -21,6 +21,7 @@ from media.errors import CallrtError
 from signaling.client import DEFAULT_URL, ServerClient
 from signaling.errors import InvalidRequest
 from signaling.models import CAPABILITIES, ROLES
+from signaling.swarm.cli import add_swarm_parser
 from signaling.tables import table
 
 logger = logging.getLogger("callrt")
@@ -377,6 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", parents=[common], help="run benchmarks (python -m benchmarks)")
     p.add_argument("bench_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_bench)
+
+    add_swarm_parser(sub, common)
     return parser
 
 

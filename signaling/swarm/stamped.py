@@ -1,0 +1,390 @@
+"""Synthetic sources whose content and capture time survive the codec, for receivers in other processes.
+
+Every worker of a swarm runs on one machine clock (or on machines whose clocks agree), so the
+capture time can travel inside the media:
+
+* ``StampedTestPattern``: ``devices.TestPattern`` (frame index in the top band, read by
+  ``read_index``, ``devices.read_frame_index`` in one NumPy gather) plus a second band at the
+  bottom with the capture wall-clock time
+  in milliseconds modulo 2**24 (4.6 hours), in the same cell layout: two sync cells, 24 value
+  bits, a 6-bit check. ``read_capture_ms`` decodes it by sampling 3x3 points in the middle of each
+  cell (one NumPy gather, ~10 us at 640x480), so blur and ringing at the cell edges do not matter.
+* ``MarkedTone``: a mono 48 kHz sine (its frequency tells the sender apart) with timing marks:
+  each second of the sender's wall clock (shifted by its phase) opens with two silent 20 ms blocks,
+  and a second pair of silent blocks follows ``4 + (second mod 16)`` blocks after the first. A
+  receiver that sees two silent runs that far apart (with no RTP gap between them) knows which
+  second they mark modulo 16, hence the capture time of the first run, unambiguous up to 16 s of
+  latency. ``ToneMarks`` does that detection: one latency sample per second per stream, to the
+  20 ms block (Opus' look-ahead decides which received block is the first fully silent one; the
+  detector assumes it, as libopus does, and would read 20 ms low otherwise). The marks take 80 ms
+  of each second; the tone's frequency (verified by FFT) is untouched.
+
+Both sources are paced on the wall-clock grid of their period (plus a phase, so that a worker's
+sources do not all fire at once) by ``GridClock``: one timer and one future per frame, no task
+per frame. A source that falls more than a second behind skips ahead to the current frame (an
+overrun, as a device would have); the frame indices / RTP timestamps then jump, which receivers
+count as loss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from functools import lru_cache
+
+import numpy as np
+
+from devices import TestPattern
+from devices.pattern import _check as _index_check  # TestPattern's check value (see read_index)
+from media.frames import AUDIO_SAMPLE_RATE, AudioFrame, VideoFrame
+from media.source import AudioSource, SourceEnded, VideoSource
+
+STAMP_BITS = 24
+STAMP_MODULUS = 1 << STAMP_BITS
+_CHECK_BITS = 6
+_COLS, _ROWS = 16, 2
+_BLACK, _WHITE = 16, 235
+MAX_LAG_S = 1.0
+"""A source this far behind its schedule skips ahead (an overrun)."""
+
+BLOCK_MS = 20
+BLOCK = AUDIO_SAMPLE_RATE * BLOCK_MS // 1000
+MARK_BLOCKS = 2
+"""Silent blocks per mark."""
+MARK_GAP_BASE = 4
+"""The second mark starts ``MARK_GAP_BASE + (second mod MARK_MODULUS)`` blocks after the first."""
+MARK_MODULUS = 16
+"""Audio latency is unambiguous up to this many seconds."""
+
+
+class GridClock:
+    """Paces frame ``n`` of a source at ``anchor + n * period`` on the wall clock, anchor on the period grid + phase."""
+
+    def __init__(self, period: float, phase: float = 0.0) -> None:
+        self.period = period
+        self.phase = phase % 1.0
+        self.wall0 = 0.0
+        """Wall-clock time of frame 0 (on the grid of ``period`` shifted by ``phase * period``)."""
+        self._loop0 = 0.0
+        self._waiter: asyncio.Future[bool] | None = None
+        self._stopped = True
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        now_wall, now_loop = time.time(), loop.time()
+        offset = self.phase * self.period
+        self.wall0 = (math.floor((now_wall - offset) / self.period) + 1) * self.period + offset
+        self._loop0 = now_loop + (self.wall0 - now_wall)
+        self._stopped = False
+
+    def stop(self) -> None:
+        self._stopped = True
+        w, self._waiter = self._waiter, None
+        if w is not None and not w.done():
+            w.set_result(False)
+
+    def wall_time(self, n: int) -> float:
+        return self.wall0 + n * self.period
+
+    def frame_now(self) -> int:
+        """The frame whose slot contains the current time."""
+        return max(0, int((asyncio.get_running_loop().time() - self._loop0) / self.period))
+
+    async def wait(self, n: int) -> bool:
+        """Sleep until frame ``n`` is due; False if stopped meanwhile."""
+        if self._stopped:
+            return False
+        loop = asyncio.get_running_loop()
+        due = self._loop0 + n * self.period
+        if due <= loop.time():
+            return True
+        fut: asyncio.Future[bool] = loop.create_future()
+        self._waiter = fut
+        handle = loop.call_at(due, _resolve, fut)
+        try:
+            return await fut
+        finally:
+            handle.cancel()
+            if self._waiter is fut:
+                self._waiter = None
+
+
+def _resolve(fut: asyncio.Future[bool]) -> None:
+    if not fut.done():
+        fut.set_result(True)
+
+
+def _check(value: int) -> int:
+    return ((value * 0x9E3779B1) & 0xFFFFFFFF) >> (32 - _CHECK_BITS)
+
+
+@lru_cache(maxsize=16)
+def _band(width: int, height: int) -> tuple[int, list[tuple[int, int, int, int]], np.ndarray, np.ndarray]:
+    """Bottom band: its top row, the cells (y0, y1, x0, x1) and the sample rows/columns for reading."""
+    band = max(2 * _ROWS, height // 8 // 2 * 2)
+    top = height - band
+    cells, rows, cols = [], [], []
+    for r in range(_ROWS):
+        y0, y1 = top + r * band // _ROWS, top + (r + 1) * band // _ROWS
+        rows += [y0 + int((y1 - y0) * f) for f in (0.3, 0.5, 0.7)]
+        for c in range(_COLS):
+            x0, x1 = c * width // _COLS, (c + 1) * width // _COLS
+            cells.append((y0, y1, x0, x1))
+    for c in range(_COLS):
+        x0, x1 = c * width // _COLS, (c + 1) * width // _COLS
+        cols += [x0 + int((x1 - x0) * f) for f in (0.3, 0.5, 0.7)]
+    return top, cells, np.array(rows, np.intp), np.array(cols, np.intp)
+
+
+def _stamp_bits(value: int) -> list[int]:
+    value %= STAMP_MODULUS
+    bits = [1, 0]
+    bits += [(value >> i) & 1 for i in range(STAMP_BITS - 1, -1, -1)]
+    bits += [(_check(value) >> i) & 1 for i in range(_CHECK_BITS - 1, -1, -1)]
+    return bits
+
+
+def draw_capture_ms(frame: VideoFrame, ms: int) -> None:
+    """Write ``ms % 2**24`` into the bottom band of ``frame`` (in place; chroma set neutral)."""
+    w, h = frame.width, frame.height
+    top, cells, _, _ = _band(w, h)
+    y = frame.y
+    for (y0, y1, x0, x1), bit in zip(cells, _stamp_bits(ms), strict=True):
+        y[y0:y1, x0:x1] = _WHITE if bit else _BLACK
+    frame.u[top // 2 :] = 128
+    frame.v[top // 2 :] = 128
+
+
+_WEIGHTS = 1 << np.arange(STAMP_BITS - 1, -1, -1, dtype=np.int64)
+_CHECK_WEIGHTS = 1 << np.arange(_CHECK_BITS - 1, -1, -1, dtype=np.int64)
+
+
+@lru_cache(maxsize=16)
+def _index_band(width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sample rows/columns of ``TestPattern``'s index band (top eighth, 2 x 16 cells): 3 x 3 points per cell."""
+    band = max(2 * _ROWS, height // 8 // 2 * 2)
+    rows = [r * band // _ROWS + int(((r + 1) * band // _ROWS - r * band // _ROWS) * f)
+            for r in range(_ROWS) for f in (0.3, 0.5, 0.7)]
+    cols = [c * width // _COLS + int(((c + 1) * width // _COLS - c * width // _COLS) * f)
+            for c in range(_COLS) for f in (0.3, 0.5, 0.7)]
+    return np.array(rows, np.intp), np.array(cols, np.intp)
+
+
+def _read_bits(y: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    samples = y[rows[:, None], cols[None, :]]  # (2*3, 16*3)
+    means = samples.reshape(_ROWS, 3, _COLS, 3).mean(axis=(1, 3), dtype=np.float32).reshape(-1)
+    return (means > 125.0).astype(np.int64)
+
+
+def read_index(frame: VideoFrame) -> int | None:
+    """The frame index ``TestPattern`` drew, like ``devices.read_frame_index`` but in one NumPy gather.
+
+    Same cells, threshold, sync cells and check value; ~10 us instead of ~90 us at 640x480, which
+    matters when a worker reads a thousand frames a second. (A candidate for ``devices`` itself.)
+    """
+    rows, cols = _index_band(frame.width, frame.height)
+    bits = _read_bits(frame.y, rows, cols)
+    if bits[0] != 1 or bits[1] != 0:
+        return None
+    index = int(bits[2 : 2 + STAMP_BITS] @ _WEIGHTS)
+    check = int(bits[2 + STAMP_BITS :] @ _CHECK_WEIGHTS)
+    return index if check == _index_check(index) else None
+
+
+def read_capture_ms(frame: VideoFrame) -> int | None:
+    """The capture time (ms modulo 2**24) ``StampedTestPattern`` drew into ``frame``, or None."""
+    w, h = frame.width, frame.height
+    _, _, rows, cols = _band(w, h)
+    bits = _read_bits(frame.y, rows, cols)
+    if bits[0] != 1 or bits[1] != 0:
+        return None
+    value = int(bits[2 : 2 + STAMP_BITS] @ _WEIGHTS)
+    check = int(bits[2 + STAMP_BITS :] @ _CHECK_WEIGHTS)
+    return value if check == _check(value) else None
+
+
+def latency_ms(stamp_ms: int, now: float | None = None) -> float:
+    """Milliseconds from a capture stamp to ``now`` (wall clock), modulo 2**24 ms."""
+    now_ms = int((time.time() if now is None else now) * 1000)
+    return float((now_ms - stamp_ms) % STAMP_MODULUS)
+
+
+class StampedTestPattern(VideoSource):
+    """``TestPattern`` frames (index in the top band) with the capture time in a bottom band (module doc)."""
+
+    def __init__(self, width: int = 640, height: int = 480, fps: float = 30.0, *, phase: float = 0.0) -> None:
+        self.pattern = TestPattern(width, height, fps)
+        self.clock = GridClock(1.0 / fps, phase)
+        self._next = 0
+        self._running = False
+        self.overruns = 0
+        """Times the source skipped frames because it fell more than ``MAX_LAG_S`` behind."""
+
+    @property
+    def name(self) -> str:
+        return f"stamped {self.pattern.name}"
+
+    @property
+    def width(self) -> int:
+        return self.pattern.width
+
+    @property
+    def height(self) -> int:
+        return self.pattern.height
+
+    @property
+    def fps(self) -> float:
+        return self.pattern.fps
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    async def start(self) -> None:
+        self._next, self._running = 0, True
+        self.clock.start()
+
+    async def stop(self) -> None:
+        self._running = False
+        self.clock.stop()
+
+    async def recv(self) -> VideoFrame:
+        if not self._running or not await self.clock.wait(self._next):
+            raise SourceEnded(f"{self.name} stopped")
+        n = self._next
+        now_frame = self.clock.frame_now()
+        if (now_frame - n) * self.clock.period > MAX_LAG_S:
+            self.overruns += 1
+            n = now_frame
+        self._next = n + 1
+        now = time.time()
+        frame = VideoFrame(self.pattern.render(n), pts=int(n * 90_000 / self.pattern.fps), capture_time=now)
+        draw_capture_ms(frame, int(now * 1000))
+        return frame
+
+
+class MarkedTone(AudioSource):
+    """A mono 48 kHz sine of ``frequency`` Hz with timing marks every second (module doc).
+
+    With a frequency that is a multiple of 50 Hz every 20 ms block is the same read-only array:
+    nothing is synthesised or allocated per frame.
+    """
+
+    def __init__(self, frequency: float, level: float = 0.3, *, phase: float = 0.0) -> None:
+        if not 0.0 < frequency < AUDIO_SAMPLE_RATE / 2:
+            raise ValueError(f"frequency must be in (0, {AUDIO_SAMPLE_RATE // 2}) Hz")
+        self.frequency = frequency
+        self.level = level
+        self.clock = GridClock(BLOCK_MS / 1000, phase)
+        self._cycles_per_block = frequency * BLOCK_MS / 1000
+        self._fixed = abs(self._cycles_per_block - round(self._cycles_per_block)) < 1e-9
+        self._tone = self._synth(0)
+        self._silence = np.zeros((BLOCK, 1), np.int16)
+        self._silence.flags.writeable = False
+        self._next = 0
+        self._running = False
+        self.overruns = 0
+
+    def _synth(self, n: int) -> np.ndarray:
+        t = np.arange(BLOCK, dtype=np.float64) + n * BLOCK
+        wave = np.sin(2 * np.pi * self.frequency * t / AUDIO_SAMPLE_RATE) * (self.level * 32767.0)
+        block = np.round(wave).astype(np.int16).reshape(BLOCK, 1)
+        block.flags.writeable = False
+        return block
+
+    @property
+    def name(self) -> str:
+        return f"marked tone {self.frequency:g} Hz"
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    @property
+    def offset_s(self) -> float:
+        """Where in each second (of the wall clock) this source's marks start."""
+        return mark_offset(self.clock.phase)
+
+    async def start(self) -> None:
+        self._next, self._running = 0, True
+        self.clock.start()
+
+    async def stop(self) -> None:
+        self._running = False
+        self.clock.stop()
+
+    def is_silent(self, n: int) -> bool:
+        """Whether block ``n`` (scheduled at ``clock.wall_time(n)``) is part of a mark."""
+        t = self.clock.wall_time(n) - self.offset_s
+        second = math.floor(t + 1e-6)
+        pos = round((t - second) * 1000 / BLOCK_MS)
+        if pos >= 1000 // BLOCK_MS:
+            second, pos = second + 1, 0
+        gap = MARK_GAP_BASE + second % MARK_MODULUS
+        return pos < MARK_BLOCKS or gap <= pos < gap + MARK_BLOCKS
+
+    async def recv(self) -> AudioFrame:
+        if not self._running or not await self.clock.wait(self._next):
+            raise SourceEnded(f"{self.name} stopped")
+        n = self._next
+        now_block = self.clock.frame_now()
+        if (now_block - n) * self.clock.period > MAX_LAG_S:
+            self.overruns += 1
+            n = now_block
+        self._next = n + 1
+        if self.is_silent(n):
+            samples = self._silence
+        else:
+            samples = self._tone if self._fixed else self._synth(n)
+        return AudioFrame(samples=samples, sample_rate=AUDIO_SAMPLE_RATE, pts=n * BLOCK,
+                          capture_time=self.clock.wall_time(n))
+
+
+def mark_offset(phase: float) -> float:
+    """Seconds after each whole second at which a ``MarkedTone`` started with ``phase`` puts its marks."""
+    return (phase % 1.0) * BLOCK_MS / 1000
+
+
+def expected_rms(level: float = 0.3) -> float:
+    """RMS (int16 units) of a ``MarkedTone`` sine at ``level``."""
+    return level * 32767.0 / math.sqrt(2.0)
+
+
+class ToneMarks:
+    """Finds a ``MarkedTone``'s marks in received 20 ms blocks and turns them into latencies.
+
+    Feed every received block with ``push(ts, rms, arrival)`` (``ts``: RTP timestamp in samples,
+    ``arrival``: wall clock). Returns a latency in milliseconds when a complete pair of marks was
+    seen, else None. The decoder delays content by a few ms (Opus look-ahead), so the first fully
+    silent received block is the sender's second silent block: capture = second + offset + 20 ms.
+    """
+
+    def __init__(self, offset_s: float, level: float = 0.3) -> None:
+        self.offset_s = offset_s
+        self.silent_below = 0.15 * expected_rms(level)
+        self._prev_ts: int | None = None
+        self._prev_silent = False
+        self._run: tuple[int, float] | None = None
+        """(ts, arrival) of the last silent run's first block, while no RTP gap followed."""
+
+    def push(self, ts: int, rms: float, arrival: float) -> float | None:
+        contiguous = self._prev_ts is not None and ts - self._prev_ts == BLOCK
+        silent = rms < self.silent_below
+        result = None
+        if not contiguous:
+            self._run = None
+        if silent and contiguous and not self._prev_silent:  # a run starts after a loud block, never mid-run
+            if self._run is not None:
+                blocks = (ts - self._run[0]) // BLOCK
+                if MARK_GAP_BASE <= blocks < MARK_GAP_BASE + MARK_MODULUS:
+                    result = self._latency(blocks - MARK_GAP_BASE, self._run[1])
+            self._run = (ts, arrival)
+        self._prev_ts, self._prev_silent = ts, silent
+        return result
+
+    def _latency(self, second_mod: int, arrival: float) -> float | None:
+        capture_offset = self.offset_s + BLOCK_MS / 1000
+        base = math.floor(arrival - capture_offset)
+        second = base - ((base - second_mod) % MARK_MODULUS)
+        return (arrival - (second + capture_offset)) * 1000.0

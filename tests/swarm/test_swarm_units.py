@@ -1,0 +1,216 @@
+"""Swarm pieces without processes: layout, stamped sources through real codecs, verdicts, merging, the parser."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+import numpy as np
+import pytest
+
+from devices import read_frame_index
+from media.codecs import AudioDecoder, AudioEncoder, VideoDecoder, VideoEncoder, VideoEncoderSettings
+from media.frames import VideoFrame
+from media.source import SourceEnded
+from signaling.swarm.cli import add_swarm_parser
+from signaling.swarm.errors import InvalidSwarmSpec, ReportError
+from signaling.swarm.layout import Layout, MediaSpec, parse_range, parse_video, split, whole_calls
+from signaling.swarm.participant import Thresholds, failed_result, verdict
+from signaling.swarm.report import merge, render
+from signaling.swarm.stamped import STAMP_MODULUS, MarkedTone, StampedTestPattern, ToneMarks, read_capture_ms
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_layout_ids_ranges_and_splits():
+    layout = Layout("run1", calls=5, per_call=2)
+    assert layout.total == 10 and layout.call_of(7) == 3 and layout.peers(7) == [6]
+    assert layout.index_of(layout.user_id(9)) == 9 and layout.index_of("someone-else") is None
+    assert len({layout.tone_hz(k) for k in layout.members(2)}) == 2
+    assert parse_range("2-5", 10) == range(2, 6) and parse_range("3", 10) == range(3, 4)
+    with pytest.raises(InvalidSwarmSpec):
+        parse_range("5-10", 10)
+    by_calls = split(layout, 2)
+    assert by_calls == [range(0, 4), range(4, 10)] and all(whole_calls(layout, r) for r in by_calls)
+    assert split(layout, 2, "participants") == [range(0, 5), range(5, 10)]
+    assert not whole_calls(layout, range(0, 5))
+    assert split(Layout("r", 1, 4), 2) == [range(0, 4)]  # a worker with nothing is dropped
+    assert parse_video("640x480@30").fps == 30 and parse_video("none") is None
+    for bad in ("640x480@0", "641x480", "big"):
+        with pytest.raises(InvalidSwarmSpec):
+            parse_video(bad)
+    with pytest.raises(InvalidSwarmSpec):
+        MediaSpec(audio=False, video=None)
+
+
+async def test_capture_stamp_and_index_survive_vp8():
+    source = StampedTestPattern(320, 240, 30, phase=0.5)
+    await source.start()
+    encoder = VideoEncoder(VideoEncoderSettings(codec="vp8", bitrate=400_000, fps=30))
+    decoder = VideoDecoder("vp8")
+    try:
+        for _ in range(6):
+            frame = await source.recv()
+            stamp = int(frame.capture_time * 1000) % STAMP_MODULUS
+            for packet in encoder.encode(frame):
+                for decoded in decoder.decode(packet):
+                    assert read_capture_ms(decoded) == stamp
+                    assert read_frame_index(decoded) is not None
+    finally:
+        await source.stop()
+
+
+async def test_tone_marks_give_latency_through_opus():
+    tone = MarkedTone(450.0, phase=0.375)
+    marks = ToneMarks(tone.offset_s)
+    encoder, decoder = AudioEncoder(channels=1), AudioDecoder(channels=2)
+    await tone.start()
+    latencies = []
+    try:
+        for _ in range(110):  # 2.2 s: at least one complete pair of marks
+            frame = await tone.recv()
+            for packet in encoder.encode(frame):
+                for block in decoder.decode(packet):
+                    x = block.samples[:, 0].astype(np.float64)
+                    lat = marks.push(block.pts, float(np.sqrt(np.mean(x * x))), frame.capture_time + 0.050)
+                    if lat is not None:
+                        latencies.append(lat)
+    finally:
+        await tone.stop()
+    assert latencies, "no mark pair detected"
+    assert all(abs(lat - 50.0) <= 25.0 for lat in latencies), latencies
+
+
+async def test_stop_ends_a_recv_that_waits_for_its_frame():
+    source = StampedTestPattern(64, 32, fps=1)
+    await source.start()
+    await source.recv()  # frame 0, due at the next whole second
+    waiting = asyncio.ensure_future(source.recv())  # frame 1 is a second away
+    await asyncio.sleep(0.05)
+    await source.stop()
+    with pytest.raises(SourceEnded):
+        await asyncio.wait_for(waiting, 1.0)
+
+
+def _ok_stream(kind: str) -> dict:
+    base = {"streams": 1, "streams_received": 1, "loss": 0.0, "latency_ms_p50": 40.0, "latency_ms_p95": 60.0,
+            "latency_ms_trend": 2.0, "verified": True}
+    return {**base, "fps": 30.0} if kind == "video" else {**base, "rate": 50.0}
+
+
+def test_verdicts_name_their_reasons():
+    media = MediaSpec(audio=True, video=parse_video("320x240@30"))
+    th = Thresholds()
+    good = {"error": None, "video": _ok_stream("video"), "audio": _ok_stream("audio")}
+    assert verdict(good, media, th) == ("real-time", "")
+    late = {**good, "audio": {**_ok_stream("audio"), "latency_ms_p95": 900.0}}
+    assert verdict(late, media, th)[0] == "late" and "audio latency p95 900" in verdict(late, media, th)[1]
+    lossy = {**late, "video": {**_ok_stream("video"), "fps": 20.0}}
+    v, reason = verdict(lossy, media, th)
+    assert v == "lossy" and "video 20.0/s" in reason and "latency" in reason
+    wrong = {**good, "audio": {**_ok_stream("audio"), "verified": False}}
+    assert verdict(wrong, media, th) == ("failed", "audio content not verified")
+
+
+def _worker(engine: str, index: int, r: range, layout: Layout, media: MediaSpec) -> dict:
+    ps = []
+    for k in r:
+        p = failed_result(k, layout, index, engine, "x")
+        p.update(verdict="real-time", reason="", error=None, rate=50.0, latency_ms_p95=80.0, verified=True)
+        ps.append(p)
+    return {"kind": "callrt-swarm-worker", "version": 1, "run_id": layout.run_id, "engine": engine,
+            "worker": index, "host": "h", "cpu": index, "layout": {"calls": layout.calls, "per_call": layout.per_call},
+            "participants_range": [r.start, r.stop], "media": media.as_dict(), "seconds": 5.0, "cpu_percent": 40.0,
+            "core_percent": 50.0, "rx_frames_per_s": 100.0, "loop_lag_ms_p95": 3.0, "threads": 9, "rss_mb": 100.0,
+            "timeline": [], "participants": ps}
+
+
+def test_merge_marks_uncovered_participants_failed_and_refuses_other_runs():
+    layout, media = Layout("runm", 3, 2), MediaSpec()
+    w0 = _worker("callrt", 0, range(0, 2), layout, media)
+    merged = merge([w0], [{"engine": "callrt", "worker": 1, "range": [2, 4], "reason": "worker 1 was killed"}])
+    ps = merged["runs"]["callrt"]["participants"]
+    assert [p["verdict"] for p in ps] == ["real-time", "real-time", "failed", "failed", "failed", "failed"]
+    assert ps[2]["reason"] == "worker 1 was killed" and ps[4]["reason"] == "no report covers this participant"
+    assert merged["runs"]["callrt"]["summary"]["real_time"] == 2 and not merged["ok"]
+    # a merged report merges again with the report that covers the rest
+    again = merge([merged, _worker("callrt", 1, range(2, 6), layout, media)])
+    assert again["ok"] and again["runs"]["callrt"]["summary"]["real_time"] == 6
+    assert "targets" in again and "participants real-time" in render(again)
+    with pytest.raises(ReportError):
+        merge([w0, _worker("callrt", 1, range(2, 6), Layout("other", 3, 2), media)])
+    with pytest.raises(ReportError):
+        merge([w0, w0])
+
+
+def test_parser_replaces_the_common_json_and_url_options():
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", default="http://127.0.0.1:3080")
+    common.add_argument("--api-key")
+    common.add_argument("--api-secret")
+    common.add_argument("--json", action="store_true")
+    common.add_argument("-v", "--verbose", action="count", default=0)
+    parser = argparse.ArgumentParser(parents=[common])
+    add_swarm_parser(parser.add_subparsers(dest="command"), common)
+    args = parser.parse_args(["swarm", "--calls", "3", "--video", "640x480@30", "--json", "out.json"])
+    assert args.calls == 3 and args.json == "out.json" and args.url is None and callable(args.func)
+    assert parser.parse_args(["swarm", "--json"]).json == "-"
+    merge_args = parser.parse_args(["swarm", "--merge", "a.json", "b.json"])
+    assert merge_args.merge == ["a.json", "b.json"]
+
+
+def test_fast_index_reader_agrees_with_devices():
+    from devices import TestPattern
+    from signaling.swarm.stamped import read_index
+
+    pattern = TestPattern(640, 480)
+    encoder = VideoEncoder(VideoEncoderSettings(codec="vp8", bitrate=300_000, fps=30))
+    decoder = VideoDecoder("vp8")
+    for i in (0, 1, 77, 123_456, 2**24 - 1):
+        frame = VideoFrame(pattern.render(i), pts=i * 3000)
+        assert read_index(frame) == read_frame_index(frame) == i
+        for packet in encoder.encode(frame):
+            for decoded in decoder.decode(packet):
+                assert read_index(decoded) == read_frame_index(decoded) == i
+    blank = VideoFrame.allocate(640, 480)
+    assert read_index(blank) is None and read_frame_index(blank) is None
+
+
+def test_unknown_experiment_is_a_typed_error():
+    from signaling.swarm.experiments import EXPERIMENTS, apply
+
+    assert {"audio-encode-once", "audio-decode-inline", "receiver-handoff", "audio-level-numpy"} <= set(EXPERIMENTS)
+    with pytest.raises(InvalidSwarmSpec, match="known ones"):
+        apply(["no-such-thing"])
+
+
+def test_tone_marks_ignore_a_pair_broken_by_an_rtp_gap():
+    from signaling.swarm.stamped import BLOCK, expected_rms
+
+    marks = ToneMarks(offset_s=0.0)
+    loud, quiet = expected_rms(), 0.0
+    arrival = 1000.5  # wall clock of the first silent block, 0.5 s after a whole second
+    assert marks.push(0, loud, arrival - 0.02) is None
+    assert marks.push(BLOCK, quiet, arrival) is None  # first mark
+    for i in range(2, 6):
+        assert marks.push(i * BLOCK, loud, arrival) is None
+    lat = marks.push(6 * BLOCK, quiet, arrival + 0.1)  # second mark 5 blocks later: second mod 16 == 1
+    assert lat is not None and abs(lat - (arrival - (993 + 0.02)) * 1000) < 1e-6  # 993 = 16 * 62 + 1
+    marks = ToneMarks(offset_s=0.0)
+    marks.push(0, loud, arrival - 0.02)
+    marks.push(BLOCK, quiet, arrival)
+    marks.push(3 * BLOCK, loud, arrival)  # a lost packet between the marks
+    assert all(marks.push(i * BLOCK, quiet if i == 6 else loud, arrival) is None for i in range(4, 7))
+
+
+def test_tone_marks_need_a_loud_block_before_a_mark():
+    from signaling.swarm.stamped import BLOCK, expected_rms
+
+    marks = ToneMarks(offset_s=0.0)
+    loud, quiet = expected_rms(), 0.0
+    # the stream starts inside a silent run: that run's start is unknown, so no pair with the next mark
+    assert marks.push(0, quiet, 10.0) is None
+    assert marks.push(BLOCK, loud, 10.0) is None
+    assert marks.push(2 * BLOCK, loud, 10.0) is None
+    assert all(marks.push(i * BLOCK, loud, 10.0) is None for i in range(3, 6))
+    assert marks.push(6 * BLOCK, quiet, 10.1) is None  # a run start, but its partner was never seen
