@@ -267,15 +267,7 @@ class Call:
         if self.state.calling_state not in (CallingState.JOINED, CallingState.RECONNECTING, CallingState.JOINING):
             raise InvalidState(f"call {self.cid} is not joined ({self.state.calling_state.value})")
         session_id = self.session_id
-        media, self.media = self.media, None
-        self.camera.attach(None)
-        self.microphone.attach(None)
-        try:
-            if media is not None:
-                await media.aclose()
-        finally:
-            self.participant = None
-            self._set_calling_state(CallingState.LEFT)
+        await self._teardown(CallingState.LEFT)  # the same release path as an end or a removal
         if session_id:
             resp = await self.client._request("POST", f"{self._path}/leave", json={"session_id": session_id})
             self._apply(CallStateResponse.model_validate(resp))
