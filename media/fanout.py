@@ -34,7 +34,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 from aiortc import RTCPeerConnection, RTCRtpSender
 
@@ -84,10 +84,15 @@ class FanoutStats:
     peers: list[PeerStats] = field(default_factory=list)
 
 
-class _SourcePump:
-    """Pulls one source in a task; pause/resume/replace; hands frames to ``_handle``."""
+PeerTrack = TypeVar("PeerTrack", EncodedTrack, FrameTrack)
+
+
+class _SourcePump(Generic[PeerTrack]):
+    """Pulls one source in a task; pause/resume/replace; hands frames to ``_handle``; keeps the
+    subscribed peers' tracks."""
 
     def __init__(self, source: Source[Any] | None, name: str) -> None:
+        self._tracks: list[PeerTrack] = []
         self._source = source
         self._name = name
         self._task: asyncio.Task[None] | None = None
@@ -103,6 +108,38 @@ class _SourcePump:
     @property
     def source(self) -> Source[Any] | None:
         return self._source
+
+    @property
+    def tracks(self) -> tuple[PeerTrack, ...]:
+        """Current subscribers."""
+        return tuple(self._tracks)
+
+    def subscribe(self) -> PeerTrack:
+        """A new peer track (starts the pump if needed)."""
+        self._check_open()
+        track = self._new_track()
+        self._tracks.append(track)
+        self.start()
+        return track
+
+    def unsubscribe(self, track: Any) -> None:
+        """Forget ``track`` (also happens when aiortc stops it)."""
+        if track in self._tracks:
+            self._tracks.remove(track)
+            if track.readyState == "live":
+                track.stop()
+            self._on_unsubscribe()
+
+    def _new_track(self) -> PeerTrack:
+        raise NotImplementedError
+
+    def _on_unsubscribe(self) -> None:
+        pass
+
+    def _stop_tracks(self) -> None:
+        for t in list(self._tracks):
+            t.stop()
+        self._tracks.clear()
 
     @property
     def state(self) -> FanoutState:
@@ -245,7 +282,7 @@ class _SourcePump:
         pass
 
 
-class EncodedVideoFanout(_SourcePump):
+class EncodedVideoFanout(_SourcePump[EncodedTrack]):
     """One encoder per video source; every subscribed peer gets its packets (module doc).
 
     ``subscribe()`` returns an ``EncodedTrack`` for one peer; ``add_to(pc)`` also adds it to the
@@ -277,30 +314,15 @@ class EncodedVideoFanout(_SourcePump):
         self.codec: VideoCodecName = s.codec
         self.queue_size = queue_size
         self._worker = Worker(f"callrt-enc-{s.codec}")
-        self._tracks: list[EncodedTrack] = []
         self._last_catchup = float("-inf")
         self.keyframe_requests = 0
 
-    @property
-    def tracks(self) -> tuple[EncodedTrack, ...]:
-        """Current subscribers."""
-        return tuple(self._tracks)
+    def _new_track(self) -> EncodedTrack:
+        # bind it with ``track.bind_sender(sender)`` (``add_to`` does)
+        return EncodedTrack(self, self.codec, self.queue_size)
 
-    def subscribe(self) -> EncodedTrack:
-        """A new peer track (starts the pump if needed). Bind it with ``track.bind_sender(sender)``."""
-        self._check_open()
-        track = EncodedTrack(self, self.codec, self.queue_size)
-        self._tracks.append(track)
-        self.start()
-        return track
-
-    def unsubscribe(self, track: Any) -> None:
-        """Forget ``track`` (also happens when aiortc stops it); its bandwidth leaves the policy."""
-        if track in self._tracks:
-            self._tracks.remove(track)
-            if track.readyState == "live":
-                track.stop()
-            self._apply_bandwidth_policy()
+    def _on_unsubscribe(self) -> None:
+        self._apply_bandwidth_policy()  # its bandwidth estimate leaves the policy
 
     def add_to(self, pc: RTCPeerConnection) -> RTCRtpSender:
         """Subscribe, add the track to ``pc``, hook its sender and prefer our codec. Returns the sender."""
@@ -381,13 +403,11 @@ class EncodedVideoFanout(_SourcePump):
                 self.request_keyframe()
 
     def _on_close(self) -> None:
-        for t in list(self._tracks):
-            t.stop()
-        self._tracks.clear()
+        self._stop_tracks()
         self._worker.close(final=self.encoder.close)  # after an encode still running, if any
 
 
-class FrameFanout(_SourcePump):
+class FrameFanout(_SourcePump[FrameTrack]):
     """One source, raw frames to every subscribed peer; aiortc encodes per peer (the audio path)."""
 
     def __init__(self, source: Source[Any] | None, *, kind: Literal["audio", "video"] | None = None,
@@ -399,24 +419,9 @@ class FrameFanout(_SourcePump):
         super().__init__(source, f"frame-fanout-{kind}")
         self.kind: Literal["audio", "video"] = kind
         self.queue_size = queue_size
-        self._tracks: list[FrameTrack] = []
 
-    @property
-    def tracks(self) -> tuple[FrameTrack, ...]:
-        return tuple(self._tracks)
-
-    def subscribe(self) -> FrameTrack:
-        self._check_open()
-        track = FrameTrack(self, self.kind, self.queue_size)
-        self._tracks.append(track)
-        self.start()
-        return track
-
-    def unsubscribe(self, track: Any) -> None:
-        if track in self._tracks:
-            self._tracks.remove(track)
-            if track.readyState == "live":
-                track.stop()
+    def _new_track(self) -> FrameTrack:
+        return FrameTrack(self, self.kind, self.queue_size)
 
     def add_to(self, pc: RTCPeerConnection) -> RTCRtpSender:
         """Subscribe and add the track to ``pc``; returns the sender."""
@@ -438,6 +443,4 @@ class FrameFanout(_SourcePump):
                 t.offer(frame, video_pts)
 
     def _on_close(self) -> None:
-        for t in list(self._tracks):
-            t.stop()
-        self._tracks.clear()
+        self._stop_tracks()
