@@ -276,16 +276,16 @@ async def fanout_once(rx: ReceiverProcess, mode: str, peers: int, width: int, he
     await asyncio.sleep(warmup)
     proc = psutil.Process()
     _, before = await rx.call(("report",))
-    enc0 = fanout.encoder.encodes if fanout else 0
-    frames0 = fanout.frames_in if fanout else 0
+    enc0 = fanout.encodes_done if fanout else 0
+    frames0 = fanout.frames_handled if fanout else 0
     c0, t0 = _cpu_seconds(proc), time.monotonic()
     await asyncio.sleep(window)
     c1, t1 = _cpu_seconds(proc), time.monotonic()
     _, after = await rx.call(("report",))
     encodes_per_frame = None
     if fanout is not None:
-        frames = fanout.frames_in - frames0
-        encodes_per_frame = (fanout.encoder.encodes - enc0) / frames if frames else None
+        frames = fanout.frames_handled - frames0  # both counters move together on the loop, so a frame
+        encodes_per_frame = (fanout.encodes_done - enc0) / frames if frames else None  # never straddles
     received = [a[0] - b[0] for a, b in zip(after, before, strict=True)]
     content_ok = all(r > 0 for r in received) and all(idx >= 0 for _, idx in after)
     await rx.call(("close",))

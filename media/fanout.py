@@ -315,6 +315,10 @@ class EncodedVideoFanout(_SourcePump[EncodedTrack]):
         self.queue_size = queue_size
         self._worker = Worker(f"callrt-enc-{s.codec}")
         self._last_catchup = float("-inf")
+        self.frames_handled = 0
+        """Source frames this fan-out finished with (encoded, or skipped with no started peer)."""
+        self.encodes_done = 0
+        """Encoder calls made for them: one per handled frame at most, however many peers."""
         self.keyframe_requests = 0
 
     def _new_track(self) -> EncodedTrack:
@@ -387,10 +391,13 @@ class EncodedVideoFanout(_SourcePump[EncodedTrack]):
             else:
                 encoded.append(t)
         if not encoded:
+            self.frames_handled += 1
             return  # nobody needs packets yet: do not spend an encode
         avf = to_av(frame)
         avf.pts = pts
         packets = await self._worker.run(self.encoder.encode, avf)
+        self.frames_handled += 1  # counted together on the loop: encodes_done / frames_handled is exact
+        self.encodes_done += 1
         for packet in packets:
             for t in encoded:
                 t.offer(packet)
