@@ -1,22 +1,25 @@
 """aiortc ``MediaStreamTrack``s that feed a peer connection from callrt sources and fan-outs.
 
-* ``EncodedTrack``: one peer's view of an ``EncodedVideoFanout``; ``recv()`` returns the shared
-  encoder's ``av.Packet``s, which aiortc's ``RTCRtpSender`` packetizes without re-encoding
-  (its ``_next_encoded_frame`` calls ``encoder.pack(packet)`` for anything that is not a Frame).
+* ``EncodedTrack``: one peer's view of an ``EncodedVideoFanout`` or ``EncodedAudioFanout``;
+  ``recv()`` returns the shared encoder's ``av.Packet``s, which aiortc's ``RTCRtpSender``
+  packetizes without re-encoding (its ``_next_encoded_frame`` calls ``encoder.pack(packet)`` for
+  anything that is not a Frame).
 * ``FrameTrack``: one peer's view of a ``FrameFanout``; ``recv()`` returns ``av`` frames that
   aiortc encodes for that peer (fine for Opus: 0.1 ms per 20 ms packet).
 * ``SourceTrack``: a single peer pulling straight from one source.
 
 The sender hook (``EncodedTrack.bind_sender``) is the deliberate path from a peer's RTCP to the
 shared encoder. aiortc turns a PLI/FIR into a private flag read only by the sender's own
-encoder, and applies REMB to that (unused) encoder, so the hook wraps three methods on the one
+encoder, and applies REMB to that (unused) encoder, so the hook wraps methods on the one
 ``RTCRtpSender`` instance (never the class):
 
 * ``_send_keyframe``: still sets aiortc's flag, and also asks the fan-out for a keyframe;
 * ``_handle_rtcp_packet``: reports REMB estimates for this sender's SSRC to the fan-out;
 * ``send``: checks the negotiated codec; if the remote picked another codec than the fan-out's
   (an answer to an offer that preferred it), the track falls back to raw frames that aiortc
-  encodes for that peer alone, and logs a warning. ``prefer_codec`` avoids this on offers.
+  encodes for that peer alone, and logs a warning. ``prefer_codec`` avoids this on offers;
+* ``_next_encoded_frame`` (audio): aiortc computes the RFC 6465 audio level only for frames it
+  encodes itself, so the level the fan-out measured once per packet is put on the RTP frame.
 """
 
 from __future__ import annotations
@@ -66,21 +69,23 @@ def frame_to_av(frame: VideoFrame | AudioFrame, pts: int | None = None) -> av.Vi
 
 
 class EncodedTrack(MediaStreamTrack):
-    """One peer's subscription to an ``EncodedVideoFanout`` (create it with ``fanout.subscribe()``).
+    """One peer's subscription to an encoded fan-out (create it with ``fanout.subscribe()``).
 
-    Queue policy: at most ``maxsize`` packets wait; an encoded stream cannot lose a frame in the
-    middle, so on overflow the queue is flushed, a keyframe is requested, and packets are skipped
-    until it arrives. The first ``recv()`` likewise waits for a keyframe (and requests one).
+    Video queue policy: at most ``maxsize`` packets wait; an encoded video stream cannot lose a
+    frame in the middle, so on overflow the queue is flushed, a keyframe is requested, and packets
+    are skipped until it arrives. The first ``recv()`` likewise waits for a keyframe (and requests
+    one). Audio packets decode on their own (Opus), so an audio track just drops the oldest.
     """
 
-    kind = "video"
-
-    def __init__(self, owner: TrackOwner, codec: str, maxsize: int = 8) -> None:
+    def __init__(self, owner: TrackOwner, codec: str, maxsize: int = 8,
+                 kind: Literal["audio", "video"] = "video") -> None:
         super().__init__()
+        self.kind = kind
+        self._keyframed = kind == "video"
         self._owner = owner
         self.codec = codec
         self._queue: DropOldestQueue[Any] = DropOldestQueue(maxsize)
-        self._raw_queue_size = 2
+        self._raw_queue_size = 2 if kind == "video" else 4
         self.mode: TrackMode = "encoded"
         self.started = False
         """True once the peer's sender called ``recv()`` (the fan-out encodes only for started tracks)."""
@@ -90,7 +95,8 @@ class EncodedTrack(MediaStreamTrack):
         self.sent = 0
         self.skipped = 0
         """Packets not sent because this peer was waiting for a keyframe."""
-        self._need_keyframe = True
+        self._need_keyframe = self._keyframed
+        self._last_level: int | None = None
 
     @property
     def dropped(self) -> int:
@@ -102,9 +108,15 @@ class EncodedTrack(MediaStreamTrack):
         """True while this peer skips packets until a keyframe arrives."""
         return self.mode == "encoded" and self._need_keyframe and self.readyState == "live"
 
-    def offer(self, packet: av.Packet) -> None:
-        """Queue one encoded packet for this peer (called by the fan-out on the loop)."""
+    def offer(self, packet: av.Packet, audio_level: int | None = None) -> None:
+        """Queue one encoded packet for this peer (called by the fan-out on the loop).
+
+        ``audio_level``: the packet's level in dBov (-127..0, RFC 6465), sent in its RTP header.
+        """
         if self.mode != "encoded" or self.readyState != "live":
+            return
+        if not self._keyframed:
+            self._queue.put((packet, audio_level))
             return
         if self._need_keyframe:
             if not packet.is_keyframe:
@@ -121,7 +133,7 @@ class EncodedTrack(MediaStreamTrack):
                 return
         self._queue.put(packet)
 
-    def offer_frame(self, frame: VideoFrame, pts: int) -> None:
+    def offer_frame(self, frame: VideoFrame | AudioFrame, pts: int | None) -> None:
         """Queue one raw frame (raw mode only: aiortc encodes it for this peer)."""
         if self.mode == "raw" and self.readyState == "live":
             self._queue.put((frame, pts))
@@ -141,7 +153,7 @@ class EncodedTrack(MediaStreamTrack):
             raise MediaStreamError
         if not self.started:
             self.started = True
-            self._need_keyframe = self.mode == "encoded"
+            self._need_keyframe = self._keyframed and self.mode == "encoded"
             self._owner._on_first_recv(self)
         try:
             item = await self._queue.get()
@@ -149,8 +161,12 @@ class EncodedTrack(MediaStreamTrack):
             self.stop()
             raise MediaStreamError from None
         if isinstance(item, tuple):
-            frame, pts = item
-            return frame_to_av(frame, pts)
+            first, second = item
+            if isinstance(first, av.Packet):  # audio: (packet, level)
+                self._last_level = second
+                self.sent += 1
+                return first
+            return frame_to_av(first, second)
         self.sent += 1
         return item
 
@@ -189,6 +205,16 @@ class EncodedTrack(MediaStreamTrack):
         sender._send_keyframe = send_keyframe  # type: ignore[method-assign]
         sender._handle_rtcp_packet = handle_rtcp_packet  # type: ignore[method-assign]
         sender.send = send  # type: ignore[method-assign]
+        if self.kind == "audio":
+            own_next = sender._next_encoded_frame
+
+            async def next_encoded_frame(codec: Any) -> Any:
+                frame = await own_next(codec)
+                if frame is not None and frame.audio_level is None and self.mode == "encoded":
+                    frame.audio_level = self._last_level
+                return frame
+
+            sender._next_encoded_frame = next_encoded_frame  # type: ignore[method-assign]
 
     def stop(self) -> None:
         if self.readyState == "live":

@@ -1,7 +1,7 @@
 """One local kind (camera or microphone) being published: source, fan-out, enable/disable.
 
-Video is encoded once for all peers (``EncodedVideoFanout``); audio goes through a
-``FrameFanout`` (aiortc encodes Opus per peer: ~0.5 % of a core each). Disabling pauses the
+Each kind is encoded once for all peers (``EncodedVideoFanout``, ``EncodedAudioFanout``): a
+peer costs packetization and SRTP, not an encoder. Disabling pauses the
 fan-out and stops the source, which releases the OS device; enabling restarts the source
 and resumes on the same transceivers, with a keyframe.
 """
@@ -16,7 +16,7 @@ from typing import Any, Literal
 from aiortc import RTCRtpTransceiver
 
 from media.errors import CallrtError
-from media.fanout import EncodedVideoFanout, FrameFanout
+from media.fanout import EncodedAudioFanout, EncodedVideoFanout
 from media.source import Source, SourceEnded
 from media.tracks import prefer_codec
 from signaling.models import CallSettings
@@ -92,12 +92,12 @@ class Publisher:
         self.source: Source[Any] | None = None
         self.enabled = False
         self._on_failure = on_failure
-        self.fanout: EncodedVideoFanout | FrameFanout
+        self.fanout: EncodedVideoFanout | EncodedAudioFanout
         if kind == "video":
             v = settings.video
             self.fanout = EncodedVideoFanout(None, v.codec, bitrate=v.target_resolution.bitrate, fps=v.fps)
         else:
-            self.fanout = FrameFanout(None, kind="audio")
+            self.fanout = EncodedAudioFanout(None)
         self.fanout.pause()
 
     def __repr__(self) -> str:
@@ -107,9 +107,8 @@ class Publisher:
         """Send this kind on ``transceiver`` (one per peer) without a new encoder."""
         track = self.fanout.subscribe()
         transceiver.sender.replaceTrack(track)
-        if isinstance(self.fanout, EncodedVideoFanout):
-            track.bind_sender(transceiver.sender)  # type: ignore[union-attr]
-            prefer_codec(transceiver, self.fanout.codec)
+        track.bind_sender(transceiver.sender)
+        prefer_codec(transceiver, self.fanout.codec)
 
     async def enable(self, source: Source[Any] | None) -> None:
         """Open ``source`` (or the default device) and send it. Raises ``DeviceError`` on failure."""

@@ -1,0 +1,90 @@
+"""Decode received audio on the event loop, where each packet arrives, instead of on a thread.
+
+aiortc's ``RTCRtpReceiver`` hands every reassembled frame to a decoder thread and every decoded
+frame back to the loop (``run_coroutine_threadsafe``: a coroutine, a task, a future and a
+self-pipe wake-up per frame). For Opus that round trip costs more than the decode itself
+(~25 us per 20 ms packet), and with one thread per receiver a process with 100 participants
+runs 100 decoder threads fighting for the GIL. ``decode_audio_on_loop(receiver)`` replaces the
+receiver's decoder queue (one instance, never the class) with a stand-in whose ``put()``
+decodes at once and feeds the track; the receiver's thread still starts, idles on ``get()``
+and ends the track at ``stop()`` exactly as before. Video keeps aiortc's thread (a VP8 decode
+is 0.4-2 ms: too long for the loop).
+
+The hook relies on two private attributes of aiortc's receiver; when they are missing (another
+aiortc version) it logs once and leaves the receiver alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from typing import Any
+
+import av
+from aiortc import RTCRtpReceiver
+from aiortc.codecs import get_decoder
+
+logger = logging.getLogger(__name__)
+
+_QUEUE_ATTR = "_RTCRtpReceiver__decoder_queue"
+_ERROR_ATTR = "_RTCRtpReceiver__decoder_error"
+_THREAD_ATTR = "_RTCRtpReceiver__decoder_thread"
+_warned = False
+
+
+class _InlineDecoder:
+    """Stands in for the receiver's ``queue.Queue``: ``put`` decodes, ``get`` parks the idle thread."""
+
+    def __init__(self, track_queue: asyncio.Queue[Any], decode_error: threading.Event) -> None:
+        self._thread_queue: queue.Queue[Any] = queue.Queue()
+        self._track_queue = track_queue
+        self._decode_error = decode_error
+        self._decoder: Any = None
+        self._codec_name: str | None = None
+        self.decoded = 0
+
+    def put(self, item: Any) -> None:
+        if item is None:  # the receiver stops: wake its thread, which ends the track
+            self._thread_queue.put(None)
+            return
+        codec, encoded_frame = item
+        if codec.name != self._codec_name:
+            self._decoder, self._codec_name = get_decoder(codec), codec.name
+        try:
+            frames = self._decoder.decode(encoded_frame)
+        except av.FFmpegError as exc:
+            logger.warning("failed to decode %s frame: %s", codec.name, exc)
+            self._decode_error.set()
+            return
+        for frame in frames:
+            self._track_queue.put_nowait(frame)
+        self.decoded += len(frames)
+
+    def get(self, *args: Any, **kwargs: Any) -> Any:
+        return self._thread_queue.get(*args, **kwargs)
+
+
+def decode_audio_on_loop(receiver: RTCRtpReceiver) -> bool:
+    """Make ``receiver`` (audio, not yet receiving) decode on the loop. Returns whether it applied."""
+    global _warned
+    if receiver.track is None or receiver.track.kind != "audio":
+        return False
+    current = getattr(receiver, _QUEUE_ATTR, None)
+    if isinstance(current, _InlineDecoder):
+        return True
+    if getattr(receiver, _THREAD_ATTR, "missing") is not None:  # missing, or already receiving
+        if not _warned:
+            _warned = True
+            logger.info("aiortc receiver internals differ or it already receives; audio decodes on its thread")
+        return False
+    error = getattr(receiver, _ERROR_ATTR, None)
+    track_queue = getattr(receiver.track, "_queue", None)
+    if not isinstance(current, queue.Queue) or not isinstance(error, threading.Event) or track_queue is None:
+        if not _warned:
+            _warned = True
+            logger.info("aiortc receiver internals differ; audio decodes on aiortc's thread")
+        return False
+    setattr(receiver, _QUEUE_ATTR, _InlineDecoder(track_queue, error))
+    return True

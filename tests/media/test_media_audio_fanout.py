@@ -1,0 +1,149 @@
+"""Encode each microphone once: real aiortc peer connections over loopback, tones checked at every receiver."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+from aiortc import RTCRtpSender
+from aiortc.rtp import compute_audio_level_dbov
+
+from media.avframes import audio_to_av
+from media.fanout import EncodedAudioFanout, audio_level_dbov
+from media.frames import AudioFrame
+from media.inline_decode import _InlineDecoder, decode_audio_on_loop
+from media.sinks import AudioSink
+from media.testing import ToneAudioSource, dominant_frequency
+from tests.media.helpers import connect, eventually, negotiate, new_pc
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def tone_of(sink: AudioSink, frames: int = 40) -> tuple[float, int]:
+    """(dominant frequency, peak) of ``frames`` received frames after the first 10."""
+    await eventually(lambda: sink.received >= frames, timeout=10)
+    got = [await asyncio.wait_for(sink.recv(), 5) for _ in range(frames)]
+    pcm = np.concatenate([f.samples for f in got[10:]])
+    return dominant_frequency(pcm, got[0].sample_rate), int(np.abs(pcm).max())
+
+
+async def test_one_opus_encoder_feeds_three_peers_each_hears_the_tone() -> None:
+    tone = ToneAudioSource(660.0, channels=1, frame_ms=20)
+    await tone.start()
+    pcs = []
+    try:
+        async with EncodedAudioFanout(tone) as fanout:
+            sinks = []
+            for _ in range(3):
+                a, b, sink = await connect(fanout.add_to, lambda t: AudioSink(t, maxsize=200))
+                pcs += [a, b]
+                sinks.append(sink)
+            for sink in sinks:
+                hz, peak = await tone_of(sink)
+                assert abs(hz - 660) < 10
+                assert peak > 3000
+            # one encode per source frame (20 ms mono in, one 20 ms packet out), not one per peer
+            assert fanout.frames_handled > 0
+            assert fanout.packets <= fanout.frames_handled
+            assert len(fanout._encoders) == 1 and 1 in fanout._encoders  # mono stays mono
+            assert all(t.sent > 20 for t in fanout.tracks)
+            for sink in sinks:
+                await sink.aclose()
+    finally:
+        await tone.stop()
+        for pc in pcs:
+            await pc.close()
+
+
+async def test_48k_stereo_and_resampled_44k1_sources_both_arrive() -> None:
+    for rate, channels in ((48_000, 2), (44_100, 1)):
+        tone = ToneAudioSource(440.0, channels=channels, sample_rate=rate)
+        await tone.start()
+        async with EncodedAudioFanout(tone) as fanout:
+            a, b, sink = await connect(fanout.add_to, lambda t: AudioSink(t, maxsize=200))
+            try:
+                hz, peak = await tone_of(sink)
+            finally:
+                await sink.aclose()
+                await a.close()
+                await b.close()
+            assert abs(hz - 440) < 10, (rate, channels, hz)
+            assert peak > 3000
+            assert (fanout._resampler is not None) == (rate != 48_000)
+        await tone.stop()
+
+
+async def test_pcmu_only_peer_falls_back_to_its_own_encoder_and_still_hears() -> None:
+    tone = ToneAudioSource(500.0, channels=1, frame_ms=20)
+    await tone.start()
+
+    def add(pc) -> None:  # type: ignore[no-untyped-def]
+        fanout.add_to(pc)
+        caps = RTCRtpSender.getCapabilities("audio").codecs
+        pc.getTransceivers()[0].setCodecPreferences([c for c in caps if c.mimeType == "audio/PCMU"])
+
+    async with EncodedAudioFanout(tone) as fanout:
+        a, b, sink = await connect(add, lambda t: AudioSink(t, maxsize=200))
+        try:
+            hz, _ = await tone_of(sink)
+            modes = [t.mode for t in fanout.tracks]
+        finally:
+            await sink.aclose()
+            await a.close()
+            await b.close()
+        assert abs(hz - 500) < 15
+        assert modes == ["raw"]
+        assert fanout.packets == 0  # nothing was Opus-encoded for a PCMU peer
+    await tone.stop()
+
+
+def test_audio_level_matches_aiortc_for_mono_frames() -> None:
+    rng = np.random.default_rng(1)
+    for amplitude in (0, 30, 1000, 20000):
+        samples = (rng.standard_normal((960, 1)) * amplitude).clip(-32768, 32767).astype(np.int16)
+        theirs = compute_audio_level_dbov(audio_to_av(AudioFrame(samples, 48_000, 0)))
+        assert audio_level_dbov(samples) == theirs
+
+
+async def test_received_audio_decodes_on_the_loop_and_the_thread_ends_on_close() -> None:
+    tone = ToneAudioSource(880.0, channels=1, frame_ms=20)
+    await tone.start()
+    before = {t.ident for t in threading.enumerate()}
+    async with EncodedAudioFanout(tone) as fanout:
+        hooked = []
+
+        def wrap(track):  # type: ignore[no-untyped-def]
+            return AudioSink(track, maxsize=200)
+
+        a, b = new_pc(), new_pc()
+        fanout.add_to(a)
+        got: asyncio.Future[AudioSink] = asyncio.get_running_loop().create_future()
+
+        def on_track(track) -> None:  # type: ignore[no-untyped-def]
+            for t in b.getTransceivers():
+                if t.receiver.track is track:
+                    hooked.append(decode_audio_on_loop(t.receiver))
+                    hooked.append(t.receiver)
+            got.set_result(wrap(track))
+
+        b.on("track", on_track)
+        await negotiate(a, b)
+        sink = await asyncio.wait_for(got, 10)
+        try:
+            hz, _ = await tone_of(sink)
+            assert abs(hz - 880) < 10
+            applied, receiver = hooked
+            assert applied is True
+            stand_in = receiver._RTCRtpReceiver__decoder_queue
+            assert isinstance(stand_in, _InlineDecoder) and stand_in.decoded >= 40
+            assert decode_audio_on_loop(receiver) is True  # idempotent
+        finally:
+            await sink.aclose()
+            await a.close()
+            await b.close()
+    await tone.stop()
+    # aiortc's parked decoder thread ended with the receiver (nothing left behind)
+    await eventually(lambda: not any(t.ident not in before and t.name == "audio-decoder"
+                                     for t in threading.enumerate()), timeout=5)
