@@ -10,7 +10,7 @@ decodes at once and feeds the track; the receiver's thread still starts, idles o
 and ends the track at ``stop()`` exactly as before. Video keeps aiortc's thread (a VP8 decode
 is 0.4-2 ms: too long for the loop).
 
-The hook relies on two private attributes of aiortc's receiver; when they are missing (another
+The hook relies on private attributes of aiortc's receiver; when they are missing (another
 aiortc version) it logs once and leaves the receiver alone.
 """
 
@@ -31,15 +31,17 @@ logger = logging.getLogger(__name__)
 _QUEUE_ATTR = "_RTCRtpReceiver__decoder_queue"
 _ERROR_ATTR = "_RTCRtpReceiver__decoder_error"
 _THREAD_ATTR = "_RTCRtpReceiver__decoder_thread"
+_KIND_ATTR = "_RTCRtpReceiver__kind"
 _warned = False
 
 
 class _InlineDecoder:
     """Stands in for the receiver's ``queue.Queue``: ``put`` decodes, ``get`` parks the idle thread."""
 
-    def __init__(self, track_queue: asyncio.Queue[Any], decode_error: threading.Event) -> None:
+    def __init__(self, receiver: RTCRtpReceiver, decode_error: threading.Event) -> None:
         self._thread_queue: queue.Queue[Any] = queue.Queue()
-        self._track_queue = track_queue
+        self._receiver = receiver
+        self._track_queue: asyncio.Queue[Any] | None = None
         self._decode_error = decode_error
         self._decoder: Any = None
         self._codec_name: str | None = None
@@ -50,6 +52,10 @@ class _InlineDecoder:
             self._thread_queue.put(None)
             return
         codec, encoded_frame = item
+        if self._track_queue is None:
+            # the receiver's track exists once a remote description was applied (on an offerer,
+            # after this hook): look it up at the first packet, as aiortc's thread does at start
+            self._track_queue = self._receiver.track._queue
         if codec.name != self._codec_name:
             self._decoder, self._codec_name = get_decoder(codec), codec.name
         try:
@@ -69,7 +75,8 @@ class _InlineDecoder:
 def decode_audio_on_loop(receiver: RTCRtpReceiver) -> bool:
     """Make ``receiver`` (audio, not yet receiving) decode on the loop. Returns whether it applied."""
     global _warned
-    if receiver.track is None or receiver.track.kind != "audio":
+    kind = getattr(receiver, _KIND_ATTR, None) or getattr(receiver.track, "kind", None)
+    if kind != "audio":
         return False
     current = getattr(receiver, _QUEUE_ATTR, None)
     if isinstance(current, _InlineDecoder):
@@ -80,11 +87,10 @@ def decode_audio_on_loop(receiver: RTCRtpReceiver) -> bool:
             logger.info("aiortc receiver internals differ or it already receives; audio decodes on its thread")
         return False
     error = getattr(receiver, _ERROR_ATTR, None)
-    track_queue = getattr(receiver.track, "_queue", None)
-    if not isinstance(current, queue.Queue) or not isinstance(error, threading.Event) or track_queue is None:
+    if not isinstance(current, queue.Queue) or not isinstance(error, threading.Event):
         if not _warned:
             _warned = True
             logger.info("aiortc receiver internals differ; audio decodes on aiortc's thread")
         return False
-    setattr(receiver, _QUEUE_ATTR, _InlineDecoder(track_queue, error))
+    setattr(receiver, _QUEUE_ATTR, _InlineDecoder(receiver, error))
     return True

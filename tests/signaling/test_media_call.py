@@ -8,6 +8,7 @@ import json
 import pytest
 import websockets
 
+from media.inline_decode import _InlineDecoder
 from signaling import CallingState, DeviceStatus
 from signaling.server import EmbeddedCoordinator
 from tests.conftest import API_KEY, eventually, make_config
@@ -61,9 +62,14 @@ async def test_three_participants_each_receive_both_others(bots):
             assert abs(await tone_frequency(remote.audio, blocks=15) - other.tone.frequency) < 5
             remote = await remote_of(me.call, other.client.user_id, "video")
             assert_in_order(await frame_indices(remote.video, n=8))
-    # the camera is encoded once for both peers
-    fanout = trio[0].call.media.publishers["video"].fanout
-    assert len(fanout.tracks) == 2
+    # the camera and the microphone are each encoded once for both peers ...
+    for kind in ("video", "audio"):
+        assert len(trio[0].call.media.publishers[kind].fanout.tracks) == 2
+    # ... and every received audio stream is decoded on the loop, by offerers and answerers alike
+    for me in trio:
+        for link in me.call.media.links.values():
+            receivers = [t.receiver for t in link.pc.getTransceivers() if t.kind == "audio"]
+            assert receivers and all(isinstance(r._RTCRtpReceiver__decoder_queue, _InlineDecoder) for r in receivers)
 
 
 async def test_mute_and_unmute_mid_call_on_the_same_connection(bots):
