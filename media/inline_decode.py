@@ -55,7 +55,7 @@ class _InlineDecoder:
         if self._track_queue is None:
             # the receiver's track exists once a remote description was applied (on an offerer,
             # after this hook): look it up at the first packet, as aiortc's thread does at start
-            self._track_queue = self._receiver.track._queue
+            self._track_queue = self._receiver.track._queue  # type: ignore[attr-defined]
         if codec.name != self._codec_name:
             self._decoder, self._codec_name = get_decoder(codec), codec.name
         try:
