@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -38,17 +39,50 @@ def translate(error: type[MediaError], what: str) -> Iterator[None]:
         raise error(f"{what}: {exc}") from exc
 
 
-class Worker:
-    """One named thread that runs blocking calls for one owner (an encoder, a decoder)."""
+CODEC_THREADS_ENV = "CALLRT_CODEC_THREADS"
+"""``1``: codec work on threads; ``0``: on the event loop; unset: decided by ``codecs_on_loop()``."""
 
-    def __init__(self, name: str) -> None:
+
+def codecs_on_loop() -> bool:
+    """Whether video codec work should run on the event loop instead of worker threads.
+
+    Threads pay off only when they can run beside the loop. A process allowed a single CPU
+    (``taskset``, a pinned ``callrt swarm`` worker, a one-CPU container) gains nothing from them
+    and pays for every frame twice: a GIL hand-off to the codec thread and one back, and at
+    saturation the threads convoy on the GIL while the loop starves (measured with ``callrt swarm``:
+    12 VP8 640x480@30 participants on 2 pinned workers: 0/12 real-time with decoder threads,
+    12/12 with decoding on the loop, at the same CPU). ``CALLRT_CODEC_THREADS`` overrides.
+    """
+    forced = os.environ.get(CODEC_THREADS_ENV, "").strip()
+    if forced in ("0", "1"):
+        return forced == "0"
+    try:
+        return len(os.sched_getaffinity(0)) == 1
+    except (AttributeError, OSError):  # not Linux
+        return (os.cpu_count() or 1) == 1
+
+
+class Worker:
+    """One named thread that runs blocking calls for one owner (an encoder, a decoder).
+
+    ``inline=True`` (the default where ``codecs_on_loop()``) runs each call on the caller's
+    thread instead: same interface, no thread.
+    """
+
+    def __init__(self, name: str, *, inline: bool | None = None) -> None:
         self.name = name
-        self._pool: ThreadPoolExecutor | None = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self.inline = codecs_on_loop() if inline is None else inline
+        self._open = True
+        self._pool: ThreadPoolExecutor | None = (
+            None if self.inline else ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        )
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run ``fn(*args, **kwargs)`` on this worker's thread and await the result."""
-        if self._pool is None:
+        """Run ``fn(*args, **kwargs)`` on this worker's thread (or inline) and await the result."""
+        if not self._open:
             raise RuntimeError(f"worker {self.name} is closed")
+        if self._pool is None:
+            return fn(*args, **kwargs)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
 
@@ -57,8 +91,13 @@ class Worker:
 
         So a codec is released only after its last call, never under it. Does not block.
         """
+        if not self._open:
+            return
+        self._open = False
         pool, self._pool = self._pool, None
         if pool is None:
+            if final is not None:
+                final()  # inline: no call can be running under us
             return
         if final is not None:
             pool.submit(final)
@@ -66,4 +105,4 @@ class Worker:
 
     @property
     def closed(self) -> bool:
-        return self._pool is None
+        return not self._open

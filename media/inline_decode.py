@@ -1,14 +1,17 @@
-"""Decode received audio on the event loop, where each packet arrives, instead of on a thread.
+"""Decode received media on the event loop, where each frame is reassembled, instead of on a thread.
 
 aiortc's ``RTCRtpReceiver`` hands every reassembled frame to a decoder thread and every decoded
 frame back to the loop (``run_coroutine_threadsafe``: a coroutine, a task, a future and a
 self-pipe wake-up per frame). For Opus that round trip costs more than the decode itself
-(~25 us per 20 ms packet), and with one thread per receiver a process with 100 participants
-runs 100 decoder threads fighting for the GIL. ``decode_audio_on_loop(receiver)`` replaces the
-receiver's decoder queue (one instance, never the class) with a stand-in whose ``put()``
-decodes at once and feeds the track; the receiver's thread still starts, idles on ``get()``
-and ends the track at ``stop()`` exactly as before. Video keeps aiortc's thread (a VP8 decode
-is 0.4-2 ms: too long for the loop).
+(~25-70 us per 20 ms packet), and a process with 100 participants runs 100 decoder threads
+fighting for the GIL. ``decode_on_loop(receiver)`` replaces the receiver's decoder queue (one
+instance, never the class) with a stand-in whose ``put()`` decodes at once and feeds the track;
+the receiver's thread still starts, idles on ``get()`` and ends the track at ``stop()`` exactly
+as before.
+
+Audio is always decoded on the loop. Video (0.4-2 ms a frame) stays on aiortc's thread unless
+``media._boundary.codecs_on_loop()`` says the process has one CPU, where the thread buys no
+parallelism and only adds GIL hand-offs (see there for the measurement).
 
 The hook relies on private attributes of aiortc's receiver; when they are missing (another
 aiortc version) it logs once and leaves the receiver alone.
@@ -25,6 +28,8 @@ from typing import Any
 import av
 from aiortc import RTCRtpReceiver
 from aiortc.codecs import get_decoder
+
+from media._boundary import codecs_on_loop
 
 logger = logging.getLogger(__name__)
 
@@ -72,11 +77,14 @@ class _InlineDecoder:
         return self._thread_queue.get(*args, **kwargs)
 
 
-def decode_audio_on_loop(receiver: RTCRtpReceiver) -> bool:
-    """Make ``receiver`` (audio, not yet receiving) decode on the loop. Returns whether it applied."""
+def decode_on_loop(receiver: RTCRtpReceiver, *, video: bool | None = None) -> bool:
+    """Make ``receiver`` (not yet receiving) decode on the loop; returns whether it does.
+
+    Audio receivers always; video ones when ``video`` (default: ``codecs_on_loop()``).
+    """
     global _warned
     kind = getattr(receiver, _KIND_ATTR, None) or getattr(receiver.track, "kind", None)
-    if kind != "audio":
+    if kind != "audio" and not (kind == "video" and (codecs_on_loop() if video is None else video)):
         return False
     current = getattr(receiver, _QUEUE_ATTR, None)
     if isinstance(current, _InlineDecoder):

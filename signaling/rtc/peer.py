@@ -4,7 +4,7 @@ The session with the smaller id offers (deterministic: no glare). Both kinds get
 transceiver up front, so enabling a camera later never needs a new negotiation; a kind
 whose direction must change (a capability granted mid-call) is renegotiated by the offerer,
 on its own or at the answerer's request. Received audio is decoded on the loop
-(``media.inline_decode``), video on aiortc's decoder thread.
+(``media.inline_decode``), video too in a process pinned to one CPU.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Literal
 
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 
-from media.inline_decode import decode_audio_on_loop
+from media.inline_decode import decode_on_loop
 from signaling.media_protocol import PeerInfo, SessionDescription
 
 if TYPE_CHECKING:
@@ -63,8 +63,7 @@ class PeerLink:
         changed = False
         for transceiver in self.pc.getTransceivers():
             kind = transceiver.kind
-            if kind == "audio":
-                decode_audio_on_loop(transceiver.receiver)  # before it starts receiving; idempotent
+            decode_on_loop(transceiver.receiver)  # before it starts receiving; idempotent
             publisher = self.session.publishers.get(kind)
             if publisher is not None and transceiver.sender.track is None:
                 publisher.attach(transceiver)

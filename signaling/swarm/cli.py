@@ -35,8 +35,9 @@ def add_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("processes")
     g.add_argument("--processes", type=int, default=None, help="workers (default: one per core)")
     g.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin each worker to a core")
-    g.add_argument("--split", choices=["calls", "participants"], default="calls",
-                   help="give workers whole calls (default) or equal participant counts")
+    g.add_argument("--split", choices=["auto", "calls", "participants"], default="auto",
+                   help="give workers whole calls or equal participant counts (auto: whole calls when they "
+                        "divide evenly; the aiortc baseline always gets whole calls)")
     g.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio", help="event loop of the workers")
     g.add_argument("--executor-threads", type=int, default=None, metavar="N",
                    help="threads of each worker's default executor (aiortc's per-peer encoders run there)")

@@ -172,16 +172,23 @@ def format_range(r: range) -> str:
     return f"{r.start}-{r.stop - 1}"
 
 
-def split(layout: Layout, workers: int, mode: Literal["calls", "participants"] = "calls") -> list[range]:
+SplitMode = Literal["auto", "calls", "participants"]
+
+
+def split(layout: Layout, workers: int, mode: SplitMode = "calls") -> list[range]:
     """Contiguous participant ranges, one per worker.
 
     ``calls``: whole calls per worker (both ends of every call in one process, as a plain aiortc
     script would have it), balanced by participant count; ``participants``: an even split that may
-    put the members of one call in different workers (they meet through the coordinator).
+    put the members of one call in different workers (they meet through the coordinator);
+    ``auto``: whole calls when they divide evenly among the workers, else an even split (3 calls
+    of 4 on 2 workers: 6 + 6 participants rather than 4 + 8, which overloads one core).
     Workers that would get nothing are dropped.
     """
     if workers < 1:
         raise InvalidSwarmSpec("--processes must be >= 1")
+    if mode == "auto":
+        mode = "calls" if layout.calls % workers == 0 else "participants"
     if mode == "participants":
         bounds = [layout.total * w // workers for w in range(workers + 1)]
     else:

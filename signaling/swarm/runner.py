@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from signaling.swarm.errors import InvalidSwarmSpec, ReportError, WorkerFailed
-from signaling.swarm.layout import Layout, MediaSpec, check_loop, format_range, new_run_id, split
+from signaling.swarm.layout import Layout, MediaSpec, SplitMode, check_loop, format_range, new_run_id, split
 from signaling.swarm.live import LiveView
 from signaling.swarm.participant import Thresholds
 from signaling.swarm.report import load, merge
@@ -58,7 +58,9 @@ class SwarmOptions:
     api_key: str | None = None
     api_secret: str | None = None
     run_id: str | None = None
-    split: Literal["calls", "participants"] = "calls"
+    split: SplitMode = "auto"
+    """How participants are spread over workers (``layout.split``); the plain-aiortc baseline always
+    gets whole calls (both ends of each call in one process is how a plain script runs)."""
     baseline: bool = False
     """Also run the same load with plain aiortc, after callrt."""
     pin: bool = True
@@ -184,7 +186,7 @@ class SwarmRunner:
         assert self.log_dir is not None
         cores = sorted(os.sched_getaffinity(0))
         n = opts.processes or len(cores)
-        ranges = split(self.layout, n, opts.split)
+        ranges = split(self.layout, n, opts.split if engine == "callrt" else "calls")
         view = LiveView(engine if engine == "callrt" else "plain aiortc", self.layout.total, opts.seconds,
                         len(ranges), enabled=opts.live)
         env = {**os.environ, "CALLRT_API_KEY": key, "CALLRT_API_SECRET": secret,

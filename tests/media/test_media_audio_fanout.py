@@ -13,7 +13,7 @@ from aiortc.rtp import compute_audio_level_dbov
 from media.avframes import audio_to_av
 from media.fanout import EncodedAudioFanout, audio_level_dbov
 from media.frames import AudioFrame
-from media.inline_decode import _InlineDecoder, decode_audio_on_loop
+from media.inline_decode import _InlineDecoder, decode_on_loop
 from media.sinks import AudioSink
 from media.testing import ToneAudioSource, dominant_frequency
 from tests.media.helpers import connect, eventually, negotiate, new_pc
@@ -124,7 +124,7 @@ async def test_received_audio_decodes_on_the_loop_and_the_thread_ends_on_close()
         def on_track(track) -> None:  # type: ignore[no-untyped-def]
             for t in b.getTransceivers():
                 if t.receiver.track is track:
-                    hooked.append(decode_audio_on_loop(t.receiver))
+                    hooked.append(decode_on_loop(t.receiver))
                     hooked.append(t.receiver)
             got.set_result(wrap(track))
 
@@ -138,7 +138,7 @@ async def test_received_audio_decodes_on_the_loop_and_the_thread_ends_on_close()
             assert applied is True
             stand_in = receiver._RTCRtpReceiver__decoder_queue
             assert isinstance(stand_in, _InlineDecoder) and stand_in.decoded >= 40
-            assert decode_audio_on_loop(receiver) is True  # idempotent
+            assert decode_on_loop(receiver) is True  # idempotent
         finally:
             await sink.aclose()
             await a.close()

@@ -35,6 +35,8 @@ def test_layout_ids_ranges_and_splits():
     assert split(layout, 2, "participants") == [range(0, 5), range(5, 10)]
     assert not whole_calls(layout, range(0, 5))
     assert split(Layout("r", 1, 4), 2) == [range(0, 4)]  # a worker with nothing is dropped
+    assert split(Layout("r", 4, 4), 2, "auto") == [range(0, 8), range(8, 16)]  # whole calls divide evenly
+    assert split(Layout("r", 3, 4), 2, "auto") == [range(0, 6), range(6, 12)]  # they do not: 6 + 6
     assert parse_video("640x480@30").fps == 30 and parse_video("none") is None
     for bad in ("640x480@0", "641x480", "big"):
         with pytest.raises(InvalidSwarmSpec):

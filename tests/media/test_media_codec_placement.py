@@ -1,0 +1,91 @@
+"""Codec work on the loop in a one-CPU process: same media, no codec threads (real loopback peers)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+
+import pytest
+
+from media._boundary import CODEC_THREADS_ENV, Worker, codecs_on_loop
+from media.fanout import EncodedVideoFanout
+from media.inline_decode import _InlineDecoder, decode_on_loop
+from media.sinks import VideoSink
+from media.testing import PatternVideoSource, read_index
+from tests.media.helpers import eventually, negotiate, new_pc
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_placement_follows_cpu_affinity_and_the_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(CODEC_THREADS_ENV, raising=False)
+    mask = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(mask)})  # this thread only
+        assert codecs_on_loop() is True
+        os.sched_setaffinity(0, mask)
+        assert codecs_on_loop() is (len(mask) == 1)
+    finally:
+        os.sched_setaffinity(0, mask)
+    monkeypatch.setenv(CODEC_THREADS_ENV, "0")
+    assert codecs_on_loop() is True and Worker("w").inline is True
+    monkeypatch.setenv(CODEC_THREADS_ENV, "1")
+    assert codecs_on_loop() is False
+    w = Worker("w")
+    assert w.inline is False
+    w.close()
+
+
+async def test_inline_worker_runs_on_the_loop_and_closes_with_its_final_call() -> None:
+    w = Worker("inline", inline=True)
+    assert await w.run(threading.get_ident) == threading.get_ident()
+    released = []
+    w.close(final=lambda: released.append(True))
+    w.close()  # idempotent
+    assert released == [True] and w.closed
+    with pytest.raises(RuntimeError):
+        await w.run(int)
+
+
+async def test_video_encoded_and_decoded_on_the_loop_arrives_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(CODEC_THREADS_ENV, "0")
+    before = {t.name for t in threading.enumerate()}
+    src = PatternVideoSource(320, 240, fps=30)
+    await src.start()
+    a, b = new_pc(), new_pc()
+    try:
+        async with EncodedVideoFanout(src, "vp8", bitrate=400_000) as fanout:
+            assert fanout._worker.inline
+            fanout.add_to(a)
+            got: asyncio.Future[VideoSink] = asyncio.get_running_loop().create_future()
+            hooked: list[object] = []
+
+            def on_track(track) -> None:  # type: ignore[no-untyped-def]
+                for t in b.getTransceivers():
+                    if t.receiver.track is track:
+                        hooked.append(decode_on_loop(t.receiver))
+                        hooked.append(t.receiver)
+                got.set_result(VideoSink(track))
+
+            b.on("track", on_track)
+            await negotiate(a, b)
+            sink = await asyncio.wait_for(got, 10)
+            try:
+                indices = [read_index(await asyncio.wait_for(sink.recv(), 10)) for _ in range(15)]
+            finally:
+                await sink.aclose()
+            assert indices == sorted(indices) and len(set(indices)) == 15
+            applied, receiver = hooked
+            assert applied is True
+            stand_in = receiver._RTCRtpReceiver__decoder_queue  # type: ignore[attr-defined]
+            assert isinstance(stand_in, _InlineDecoder) and stand_in.decoded >= 15
+            assert fanout.encodes_done >= 15
+            # no encoder thread was started for this fan-out
+            assert not any(t.name.startswith("callrt-enc") for t in threading.enumerate() if t.name not in before)
+    finally:
+        await a.close()
+        await b.close()
+        await src.stop()
+    await eventually(lambda: not any(t.name == "video-decoder" and t.name not in before
+                                     for t in threading.enumerate()), timeout=5)
