@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -197,3 +198,19 @@ async def test_store_rolls_back_a_failing_member_update():
     call = await store.get_call("default:c")
     assert set(call.members) == {"bob"} and call.version == 1
     await store.close()
+
+
+async def test_a_remembered_token_is_still_refused_once_it_expires(coordinator):
+    """The coordinator remembers verified tokens (no HMAC per request); expiry still applies on every use."""
+    token = coordinator.user_token("alice", expires_in=1)
+    headers = {"X-Api-Key": API_KEY, "Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=coordinator.url, headers=headers) as http:
+        for _ in range(3):  # verified once, then served from memory
+            assert (await http.post("/video/call/default/remembered", json={})).status_code == 200
+        await asyncio.sleep(3.5)  # past exp + the 2 s leeway
+        body = expect(await http.get("/video/call/default/remembered"), 401, "unauthenticated")
+        assert "expired" in body["message"]
+    forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    async with httpx.AsyncClient(base_url=coordinator.url,
+                                 headers={"X-Api-Key": API_KEY, "Authorization": f"Bearer {forged}"}) as http:
+        expect(await http.get("/video/call/default/remembered"), 401, "unauthenticated")
