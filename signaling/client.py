@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import os
 import ssl
@@ -178,17 +179,23 @@ class Client:
     def _track(self, call: Call) -> None:
         self._calls.setdefault(call.cid, weakref.WeakSet()).add(call)
 
-    def _on_message(self, msg: dict[str, Any]) -> None:
-        kind = msg.get("type")
-        if kind in ("health.check", "connection.ok"):
-            return
-        if kind == "error":
-            logger.warning("coordinator reported: %s", msg.get("error"))
-            return
+    def _on_message(self, raw: str | bytes) -> None:
         try:
-            event = Event.model_validate(msg)
+            # the common case in one pass: pydantic parses and validates the JSON together
+            event = Event.model_validate_json(raw)
         except ValidationError:
-            logger.warning("ignoring an event the client cannot read: %s", str(msg)[:200])
+            try:
+                msg = json.loads(raw)
+            except ValueError:
+                logger.warning("ignoring a non-JSON event message")
+                return
+            kind = msg.get("type") if isinstance(msg, dict) else None
+            if kind in ("health.check", "connection.ok"):
+                return
+            if kind == "error":
+                logger.warning("coordinator reported: %s", msg.get("error"))
+                return
+            logger.warning("ignoring an event the client cannot read: %s", str(raw)[:200])
             return
         for call in list(self._calls.get(event.call_cid, ())):
             call._handle_event(event)

@@ -12,7 +12,6 @@ import json
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import websockets
 from websockets.asyncio.client import ClientConnection
@@ -26,7 +25,7 @@ logger = logging.getLogger(__name__)
 class EventSocket:
     """Connects to ``/video/connect``, authenticates, keeps the connection alive."""
 
-    def __init__(self, ws_url: str, api_key: str, token: str, on_message: Callable[[dict[str, Any]], None],
+    def __init__(self, ws_url: str, api_key: str, token: str, on_message: Callable[[str | bytes], None],
                  on_reconnect: Callable[[str], Awaitable[None]] | None = None,
                  on_disconnect: Callable[[], None] | None = None,
                  heartbeat_interval: float = 10.0, max_backoff: float = 10.0) -> None:
@@ -82,13 +81,7 @@ class EventSocket:
             heartbeat = asyncio.create_task(self._heartbeat(self._ws))
             try:
                 async for raw in self._ws:
-                    try:
-                        msg = json.loads(raw)
-                    except ValueError:
-                        logger.warning("ignoring a non-JSON event message")
-                        continue
-                    if isinstance(msg, dict):
-                        self._on_message(msg)
+                    self._on_message(raw)  # parsed there, in one pass (pydantic reads the JSON itself)
             except websockets.ConnectionClosed:
                 pass
             finally:
