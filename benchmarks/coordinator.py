@@ -235,10 +235,12 @@ class SubprocessCoordinator:
 
     mode = "separate process"
 
-    def __init__(self, workdir: Path, api_key: str, api_secret: str) -> None:
+    def __init__(self, workdir: Path, api_key: str, api_secret: str, *, unlimited: bool = False) -> None:
         self.workdir = workdir
         self.api_key = api_key
         self.api_secret = api_secret
+        self.extra_args = ["--rate-limit", "0"] if unlimited else []
+        """``unlimited``: no per-user rate limit (a benchmark user may out-run the default 20 joins/s)."""
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self._log = workdir / "coordinator.log"
@@ -255,6 +257,7 @@ class SubprocessCoordinator:
             self.port = free_port()
             cmd = [sys.executable, "-m", "signaling.cli", "serve", "--host", HOST, "--port", str(self.port),
                    "--db", str(self.workdir / f"coordinator-{attempt}.db"), "--log-level", "warning"]
+            cmd += self.extra_args
             self.proc = spawn(cmd, self._log, env)
             logger.info("started coordinator pid %d: %s", self.proc.pid, " ".join(cmd))
             if await self._wait_healthy():
@@ -300,10 +303,11 @@ class ThreadCoordinator:
 
     mode = "embedded thread"
 
-    def __init__(self, workdir: Path, api_key: str, api_secret: str) -> None:
+    def __init__(self, workdir: Path, api_key: str, api_secret: str, *, unlimited: bool = False) -> None:
         self.api_key = api_key
         self._coord = EmbeddedCoordinator(ServerConfig(api_key=api_key, api_secret=api_secret,
-                                                       db_path=str(workdir / "coordinator.db")), host=HOST)
+                                                       db_path=str(workdir / "coordinator.db"),
+                                                       rate_limit_per_s=0.0 if unlimited else 20.0), host=HOST)
         self._native_id: int | None = None
         self._started = False
 
@@ -740,7 +744,10 @@ async def run_benchmark(plan: Plan, embedded: bool) -> list[Record]:
     records: list[Record] = []
     async with contextlib.AsyncExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="callrt-bench-")))
-        coord: Coordinator = (ThreadCoordinator if embedded else SubprocessCoordinator)(workdir, api_key, api_secret)
+        # one user makes hundreds of creations and joins back to back here: this measures their cost,
+        # not the per-user limiter (tests/signaling/test_limits_and_faults.py covers that)
+        coord: Coordinator = (ThreadCoordinator if embedded else SubprocessCoordinator)(
+            workdir, api_key, api_secret, unlimited=True)
         stack.callback(coord.stop)
         await coord.start()
         floor = ThreadFloor() if embedded else SubprocessFloor(workdir)

@@ -62,7 +62,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         dev = True
     config = ServerConfig(api_key=key, api_secret=secret, db_path=args.db, dev_keys=dev,
                           public_url=args.public_url,
-                          ice_servers=[_ice_server(spec) for spec in args.ice_server])
+                          ice_servers=[_ice_server(spec) for spec in args.ice_server],
+                          rate_limit_per_s=args.rate_limit, rate_limit_burst=args.rate_burst)
     url = args.public_url or f"http://{args.host}:{args.port}"
     info = {"url": url, "db": args.db, "api_key": key, "dev_keys": dev}
     if dev:
@@ -284,6 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--public-url", default=None, help="URL clients reach this server at")
     p.add_argument("--ice-server", action="append", default=[], metavar="URL[,USER,CREDENTIAL]",
                    help="STUN/TURN server handed to participants, e.g. turn:coturn:3478,user,pass (repeat)")
+    p.add_argument("--rate-limit", type=float, default=20.0, metavar="PER_S",
+                   help="call creations plus joins a user may make per second (0: no limit)")
+    p.add_argument("--rate-burst", type=int, default=50, metavar="N", help="burst allowed above --rate-limit")
     p.add_argument("--log-level", default="info")
     p.set_defaults(func=cmd_serve)
 
