@@ -22,6 +22,13 @@ bounded long before that, so this only matters for small N (``paced_fraction`` i
 Per-op latency is the SDK call's wall time (request, response validation); an op that raises is an
 error, counted by its typed ``code``.
 
+Then the same clients offer the load open-loop (``PACED_LEVELS``: 50, 75 and 90 % of the
+closed-loop throughput just measured, ``--seconds / 2`` each): each client starts an iteration on a
+fixed schedule whether or not its previous one finished, and a late start counts in the latency
+(no coordinated omission). A closed loop at saturation always shows latency ~= clients /
+throughput; the paced phases show the latency a user gets while the coordinator has headroom.
+Their writes go to the same ledger, so the store audit covers them too.
+
 Baseline: ``GET /healthz`` through the very same clients, closed loop, the same concurrency, for a
 third of ``--seconds`` (1..10 s), half right before the soak and half right after it, so that load
 from elsewhere on the machine hits both alike: the floor of FastAPI + uvicorn + httpx here.
@@ -125,6 +132,10 @@ OWN_CALL_EVERY = 4
 """Every this-many-th iteration of a client creates a call of its own instead of using its pool call."""
 MAX_ITERATIONS_PER_S = 8.0
 """Per client; with one join and at most one creation per iteration this stays under 20/s per user."""
+PACED_LEVELS = (0.5, 0.75, 0.9)
+"""Offered load of the paced (open-loop) phases, as fractions of the closed-loop throughput just measured."""
+PACED_K0 = 1_000_000
+"""Iteration numbers of paced phase ``n`` start at ``n * PACED_K0`` (written values and call ids stay unique)."""
 AUDIO_BASE_HZ = 300.0
 AUDIO_STEP_HZ = 50.0
 AUDIO_FRAMES_PER_S = 50.0
@@ -152,6 +163,8 @@ class Plan:
     rest: bool = True
     audio: bool = True
     quick: bool = False
+    paced_levels: tuple[float, ...] = PACED_LEVELS
+    paced_seconds: float = 15.0
 
     @property
     def pool_size(self) -> int:
@@ -175,6 +188,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
         rest=not args.skip_rest,
         audio=not args.skip_audio,
         quick=q,
+        paced_levels=(0.5,) if q else PACED_LEVELS,
+        paced_seconds=2.0 if q else max(2.0, seconds / 2.0),
     )
 
 
@@ -271,9 +286,14 @@ class SoakStats:
 OPS = ("get_or_create", "join", "update", "leave")
 
 
-async def _timed(stats: SoakStats, op: str, awaitable: Awaitable[T]) -> tuple[bool, T | None]:
-    """Await one SDK operation; record its latency, or its error code. (ok, result)."""
-    t0 = time.perf_counter()
+async def _timed(stats: SoakStats, op: str, awaitable: Awaitable[T], since: float | None = None
+                 ) -> tuple[bool, T | None]:
+    """Await one SDK operation; record its latency, or its error code. (ok, result).
+
+    ``since``: when the operation was due (paced phases); a late start counts in its latency, so
+    a coordinator that falls behind its schedule cannot hide it (no coordinated omission).
+    """
+    t0 = time.perf_counter() if since is None else min(since, time.perf_counter())
     try:
         result = await awaitable
     except CallrtError as exc:
@@ -311,9 +331,30 @@ async def soak_client(i: int, client: Client, shared_call: str, tag: str, deadli
             await asyncio.sleep(spare)
 
 
-async def _iteration(i: int, k: int, call: Call, tag: str, stats: SoakStats, ledger: Ledger) -> None:
+async def paced_client(i: int, client: Client, shared_call: str, tag: str, start: float, period: float,
+                       deadline: float, k0: int, stats: SoakStats, ledger: Ledger) -> None:
+    """Open loop: iteration ``k`` is due at ``start + phase + k * period`` whether or not the last
+    one answered in time (clients spread evenly over the period); ends at ``deadline``."""
+    phase = (i * 0.6180339887 % 1.0) * period
+    k = 0
+    while True:
+        due = start + phase + k * period
+        if due >= deadline:
+            return
+        wait = due - time.perf_counter()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        kk = k0 + k
+        call_id = f"{tag}-own-{i}-{kk}" if kk % OWN_CALL_EVERY == OWN_CALL_EVERY - 1 else shared_call
+        await _iteration(i, kk, client.call(SOAK_CALL_TYPE, call_id), tag, stats, ledger, due=due)
+        stats.iterations += 1
+        k += 1
+
+
+async def _iteration(i: int, k: int, call: Call, tag: str, stats: SoakStats, ledger: Ledger,
+                     due: float | None = None) -> None:
     cid = call.cid
-    ok, _ = await _timed(stats, "get_or_create", call.get_or_create())
+    ok, _ = await _timed(stats, "get_or_create", call.get_or_create(), since=due)
     if not ok:
         ledger.failed[cid] += 1
         return
@@ -373,7 +414,7 @@ async def run_healthz(clients: Sequence[Client], seconds: float, errors: Counter
 
 
 async def _report_progress(stats: SoakStats, t0: float, seconds: float, every: float,
-                           cpu: Callable[[], float] | None) -> None:
+                           cpu: Callable[[], float] | None, label: str = "soak") -> None:
     last_ops, last_t = 0, t0
     last_cpu = cpu() if cpu else 0.0
     while True:
@@ -393,7 +434,7 @@ async def _report_progress(stats: SoakStats, t0: float, seconds: float, every: f
             last_cpu = c
         stats.timeline.append(point)
         last_ops, last_t = ops, now
-        _status(f"[soak {min(now - t0, seconds):5.1f}/{seconds:g}s] {ops} ops ({rate:.0f} ops/s), "
+        _status(f"[{label} {min(now - t0, seconds):5.1f}/{seconds:g}s] {ops} ops ({rate:.0f} ops/s), "
                 f"{stats.error_total} errors, p95 {p95} (last {every:g}s)")
 
 
@@ -419,6 +460,18 @@ class SoakResult:
     coordinator_cpu_s: float | None
     connect_s: float
     machine: dict[str, object]
+    paced: list[PacedPhase] = field(default_factory=list)
+
+
+@dataclass
+class PacedPhase:
+    """One open-loop phase: every client runs its iterations on a schedule."""
+
+    level: float
+    """Offered load as a fraction of the closed-loop throughput."""
+    offered_ops_per_s: float
+    stats: SoakStats
+    sample: Sample
 
 
 def machine_load(cpu_percent_since: float, window_s: float, ours_s: float) -> dict[str, object]:
@@ -500,13 +553,43 @@ async def run_soak(plan: Plan, workdir: Path, progress: Progress) -> SoakResult:
                                soak.process_cpu_s + (coordinator_cpu_s or 0.0))
         progress.step(f"soak: {stats.ops} ops in {soak.wall_s:.1f}s, {stats.error_total} errors")
 
+        paced = []
+        for n, level in enumerate(plan.paced_levels, start=1):
+            paced.append(await run_paced(plan, clients, shared, tag, level, soak.ops_per_s, n * PACED_K0, ledger,
+                                         cpu))
+            progress.step(f"paced at {level:.0%} of saturation: {paced[-1].stats.ops} ops, "
+                          f"p99 {paced[-1].sample.p(99):.0f} ms, {paced[-1].stats.error_total} errors")
+
         baseline.add(await run_healthz(clients, half, baseline_errors, baseline_samples, cpu))
         progress.step(f"/healthz baseline (after), {baseline.ops} requests in all")
     # the clients are closed and the coordinator stopped: its file is complete
     progress.step("clients closed, coordinator stopped")
     return SoakResult(plan=plan, stats=stats, soak=soak, baseline=baseline, baseline_errors=baseline_errors,
                       baseline_error_samples=baseline_samples, ledger=ledger, db_path=db_path,
-                      coordinator_cpu_s=coordinator_cpu_s, connect_s=connect_s, machine=machine)
+                      coordinator_cpu_s=coordinator_cpu_s, connect_s=connect_s, machine=machine, paced=paced)
+
+
+async def run_paced(plan: Plan, clients: Sequence[Client], shared: Sequence[str], tag: str, level: float,
+                    saturation_ops_per_s: float, k0: int, ledger: Ledger,
+                    cpu: Callable[[], float] | None) -> PacedPhase:
+    """``level`` x the closed-loop throughput, offered on a schedule by the same clients (same ledger)."""
+    offered = level * saturation_ops_per_s
+    period = len(clients) * len(OPS) / max(offered, 1e-9)  # seconds between one client's iterations
+    stats = SoakStats()
+    t0 = time.perf_counter()
+    reporter = asyncio.create_task(_report_progress(stats, t0, plan.paced_seconds, plan.progress_every, cpu,
+                                                    label=f"paced {level:.0%}"))
+    try:
+        deadline = t0 + plan.paced_seconds
+        await asyncio.gather(*(paced_client(i, c, shared[i % len(shared)], tag, t0, period, deadline, k0,
+                                            stats, ledger) for i, c in enumerate(clients)))
+    finally:
+        reporter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reporter
+        _end_status()
+    sample = Sample(latencies=stats.all_latencies(), wall_s=time.perf_counter() - t0)
+    return PacedPhase(level=level, offered_ops_per_s=offered, stats=stats, sample=sample)
 
 
 # ---------------------------------------------------------------- the store audit
@@ -644,6 +727,22 @@ def soak_records(result: SoakResult, checks: list[Check], counts: dict[str, int]
     records.append(Record(name=f"soak: throughput, {who}", value=soak.ops_per_s, unit="ops/s",
                           baseline=f"GET /healthz throughput, same {who}",
                           baseline_value=base.ops_per_s, extra=extra))
+    for phase in result.paced:
+        ps = phase.sample
+        if not ps.latencies:
+            raise BenchmarkError(f"the paced phase at {phase.level:.0%} completed no operation")
+        pextra = {"level": phase.level, "offered_ops_per_s": round(phase.offered_ops_per_s, 1),
+                  "achieved_ops_per_s": round(ps.ops_per_s, 1), "seconds": plan.paced_seconds,
+                  "errors": dict(phase.stats.errors), "errors_total": phase.stats.error_total,
+                  "per_op_p99_ms": {op: _p_ms(phase.stats.latencies[op], 99) for op in OPS},
+                  "note": "open loop: each client starts an iteration every clients*4/offered seconds whether or "
+                          "not the last one finished; a late start counts in the first op's latency"}
+        what = f"soak paced at {phase.level:.0%} of saturation ({phase.offered_ops_per_s:.0f} ops/s offered)"
+        records += [
+            Record(name=f"{what}: all ops latency {label}, {who}", value=ps.p(q), unit="ms", baseline=base_lat,
+                   baseline_value=base.p(q), extra=pextra)
+            for label, q in (("p50", 50), ("p95", 95), ("p99", 99))
+        ]
     for op in OPS:
         lat = stats.latencies[op]
         if not lat:
@@ -1119,6 +1218,11 @@ def checks_markdown(checks: list[Check], counts: dict[str, int], soak: SoakResul
                      + ", ".join(f"{k} x{v}" for k, v in sorted(stats.errors.items())))
     else:
         lines.append(f"Errors: none in {stats.ops} operations ({stats.iterations} iterations).")
+    for phase in soak.paced:
+        ps = phase.stats
+        errs = ", ".join(f"{k} x{v}" for k, v in sorted(ps.errors.items())) or "none"
+        lines.append(f"Paced at {phase.level:.0%} ({phase.offered_ops_per_s:.0f} ops/s offered, "
+                     f"{phase.sample.ops_per_s:.0f} achieved): errors {errs} in {ps.ops} operations.")
     if baseline_errors:
         lines.append("Baseline errors: " + ", ".join(f"{k} x{v}" for k, v in sorted(baseline_errors.items())))
     for key, message in [*stats.error_samples.items(), *soak.baseline_error_samples.items()]:
@@ -1174,7 +1278,7 @@ class Outcome:
 
 async def run_benchmark(plan: Plan) -> Outcome:
     out = Outcome()
-    steps = (5 if plan.rest else 0) + (3 if plan.audio else 0)
+    steps = (5 + len(plan.paced_levels) if plan.rest else 0) + (3 if plan.audio else 0)
     progress = Progress(steps, "soak")
     with tempfile.TemporaryDirectory(prefix="callrt-soak-") as tmp:
         if plan.rest:
@@ -1188,6 +1292,9 @@ async def run_benchmark(plan: Plan) -> Outcome:
             out.sections["store_checks"] = [asdict(c) for c in checks]
             out.sections["store_counts"] = counts
             out.sections["errors"] = dict(soak.stats.errors)
+            for phase in soak.paced:
+                for k, v in phase.stats.errors.items():
+                    out.sections["errors"][f"paced {phase.level:.0%} {k}"] = v  # type: ignore[index]
         if plan.audio:
             audio_dir = Path(tmp) / "audio"
             audio_dir.mkdir()

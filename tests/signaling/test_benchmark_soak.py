@@ -80,6 +80,13 @@ def test_quick(tmp_path, capsys):
         assert extra["per_op"][op]["ops"] > 0
     for r in rest:
         assert r["unit"] == ("ops/s" if "throughput" in r["name"] else "ms"), r["name"]
+    # the paced (open-loop) phase: same clients, same ledger (the store checks above cover its writes)
+    paced = [r for r in records if r["name"].startswith("soak paced at 50% of saturation")]
+    suffixes = [r["name"].rsplit(": all ops latency ", 1)[1] for r in paced]
+    assert suffixes == [f"{q}, {who}" for q in ("p50", "p95", "p99")]
+    p_extra = paced[0]["extra"]
+    assert p_extra["errors_total"] == 0 and p_extra["achieved_ops_per_s"] > 0 and p_extra["offered_ops_per_s"] > 0
+    assert all(p_extra["per_op_p99_ms"][op] > 0 for op in soak.OPS)
 
     # part 2: audio calls, verified in every call
     audio = [r for r in records if r["name"].startswith("audio:")]
