@@ -60,6 +60,12 @@ class Participant:
         self.joined = False
         self.error: str | None = None
 
+    def streams_started(self) -> bool:
+        """True once a first frame arrived from every sender this participant expects (or it failed)."""
+        if self.error is not None:
+            return True
+        return all(c.first_at is not None for c in (*self.video_checks.values(), *self.audio_checks.values()))
+
     def open_window(self) -> None:
         """From now on received frames count towards the rates."""
         for c in (*self.video_checks.values(), *self.audio_checks.values()):

@@ -38,7 +38,12 @@ REPORT_VERSION = 1
 LAG_INTERVAL_S = 0.02
 JOIN_TIMEOUT_S = 30.0
 WARMUP_S = 1.0
-"""After the joins, before the measuring window opens."""
+"""After every expected stream delivered its first frame, before the measuring window opens."""
+STREAMS_START_TIMEOUT_S = 20.0
+"""At most this long after the joins for every stream to start; the window opens anyway after it
+(a stream that never started is then reported, not waited for). Peer connections finish ICE and
+DTLS after ``join()`` returns, and with every participant of a saturated machine joining at once
+that can take seconds: measuring from then on reported the ramp-up as lateness."""
 Engine = Literal["callrt", "aiortc"]
 
 
@@ -166,6 +171,8 @@ class Worker:
         self.monitor = Monitor(self.timeline, opts.cpu)
         self.phase = "starting"
         self.window: tuple[float, float] | None = None
+        self.streams_started_s = 0.0
+        """Seconds from the end of the joins until every expected stream delivered a first frame."""
         self.threads = 0
         self.rss_mb = 0.0
 
@@ -195,7 +202,14 @@ class Worker:
         try:
             self.phase = "joining"
             await engine.join()
-            with contextlib.suppress(TimeoutError):  # warm-up: first frames and jitter buffers settle
+            t_joined = time.monotonic()
+            while (not self.stop.is_set() and time.monotonic() - t_joined < STREAMS_START_TIMEOUT_S
+                   and not all(p.streams_started() for p in self.participants if p.joined)):
+                with contextlib.suppress(TimeoutError):  # polls the checks; wakes at once on SIGINT
+                    async with asyncio.timeout(0.1):
+                        await self.stop.wait()
+            self.streams_started_s = time.monotonic() - t_joined
+            with contextlib.suppress(TimeoutError):  # warm-up: jitter buffers and encoder rates settle
                 await asyncio.wait_for(self.stop.wait(), WARMUP_S)
             if not self.stop.is_set():
                 self.phase = "running"
@@ -265,6 +279,7 @@ class Worker:
             "participants_range": [opts.participants.start, opts.participants.stop],
             "media": opts.media.as_dict(), "seconds": opts.seconds, "thresholds": opts.thresholds.as_dict(),
             "window": [t_open, t_close], "interrupted": self.interrupted,
+            "streams_started_s": round(self.streams_started_s, 2),
             "cpu_percent": mean("cpu_percent"), "core_percent": mean("core_percent"),
             "rx_frames_per_s": round(self._window_frames() / (t_close - t_open), 1) if t_close > t_open else 0.0,
             "loop_lag_ms_p50": _pct(lags, 0.5), "loop_lag_ms_p95": _pct(lags, 0.95),

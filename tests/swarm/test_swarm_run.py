@@ -32,6 +32,9 @@ async def test_small_swarm_verifies_every_participant(tmp_path):
     report = await SwarmRunner(opts, on_sample=lambda engine, s: samples.append(s)).run()
     run = report["runs"]["callrt"]
     assert [w["worker"] for w in run["workers"]] == [0, 1] and {w["cpu"] for w in run["workers"]} <= {0, 1}
+    # the window opened once every expected stream had delivered a first frame (not on a timeout)
+    from signaling.swarm.worker import STREAMS_START_TIMEOUT_S
+    assert all(0 <= w["streams_started_s"] < STREAMS_START_TIMEOUT_S for w in run["workers"])
     assert len(run["participants"]) == 6 and not run["failures"]
     for p in run["participants"]:
         assert p["verdict"] == "real-time", p
