@@ -8,8 +8,13 @@ Publishing (one source to many peers)::
     sender = fanout.add_to(pc)          # per peer: subscribe + addTrack + keyframe/REMB hook
     fanout.pause(); fanout.resume()     # mute / unmute without renegotiation
     fanout.replace_source(other_camera)
-    audio = FrameFanout(microphone)     # aiortc encodes Opus per peer
+    audio = EncodedAudioFanout(microphone)  # one Opus encoder for every peer
     audio.add_to(pc)
+    raw = FrameFanout(source)           # raw frames; aiortc encodes per peer
+
+Receiving audio (and, in a one-CPU process, video) is decoded on the loop::
+
+    decode_on_loop(transceiver.receiver)   # before negotiation; idempotent
 
 Receiving::
 
@@ -40,8 +45,9 @@ from media.errors import (
     PipelineClosed,
     UnsupportedFormat,
 )
-from media.fanout import EncodedVideoFanout, FanoutStats, FrameFanout, PeerStats
+from media.fanout import EncodedAudioFanout, EncodedVideoFanout, FanoutStats, FrameFanout, PeerStats
 from media.frames import AUDIO_SAMPLE_RATE, VIDEO_TIME_BASE, AudioFrame, PlanarVideoFrame, VideoFrame
+from media.inline_decode import decode_on_loop
 from media.sinks import AudioSink, SinkStats, VideoSink
 from media.source import AudioSource, Source, SourceEnded, VideoSource
 from media.tracks import EncodedTrack, FrameTrack, SourceTrack, prefer_codec
@@ -62,6 +68,7 @@ __all__ = [
     "Converter",
     "DecodeError",
     "EncodeError",
+    "EncodedAudioFanout",
     "EncodedTrack",
     "EncodedVideoFanout",
     "FanoutStats",
@@ -89,6 +96,7 @@ __all__ = [
     "VideoSource",
     "audio_from_av",
     "audio_to_av",
+    "decode_on_loop",
     "float_to_int16",
     "from_av",
     "from_i420",
