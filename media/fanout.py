@@ -293,7 +293,35 @@ class _SourcePump(Generic[PeerTrack]):
         pass
 
 
-class EncodedVideoFanout(_SourcePump[EncodedTrack]):
+class _EncodedPump(_SourcePump[EncodedTrack]):
+    """What the two encode-once fan-outs share: adding a peer, and telling raw-mode peers apart."""
+
+    codec: str
+
+    def add_to(self, pc: RTCPeerConnection) -> RTCRtpSender:
+        """Subscribe, add the track to ``pc``, hook its sender and prefer our codec. Returns the sender."""
+        track = self.subscribe()
+        sender = pc.addTrack(track)
+        track.bind_sender(sender)
+        for transceiver in pc.getTransceivers():
+            if transceiver.sender is sender:
+                prefer_codec(transceiver, self.codec)
+        return sender
+
+    def _encoded_peers(self, frame: VideoFrame | AudioFrame, raw_pts: int | None) -> list[EncodedTrack]:
+        """Started peers that take the shared packets; raw-mode peers get ``frame`` here instead."""
+        encoded = []
+        for t in self._tracks:
+            if not t.started:
+                continue
+            if t.mode == "raw":
+                t.offer_frame(frame, raw_pts)
+            else:
+                encoded.append(t)
+        return encoded
+
+
+class EncodedVideoFanout(_EncodedPump):
     """One encoder per video source; every subscribed peer gets its packets (module doc).
 
     ``subscribe()`` returns an ``EncodedTrack`` for one peer; ``add_to(pc)`` also adds it to the
@@ -339,16 +367,6 @@ class EncodedVideoFanout(_SourcePump[EncodedTrack]):
     def _on_unsubscribe(self) -> None:
         self._apply_bandwidth_policy()  # its bandwidth estimate leaves the policy
 
-    def add_to(self, pc: RTCPeerConnection) -> RTCRtpSender:
-        """Subscribe, add the track to ``pc``, hook its sender and prefer our codec. Returns the sender."""
-        track = self.subscribe()
-        sender = pc.addTrack(track)
-        track.bind_sender(sender)
-        for transceiver in pc.getTransceivers():
-            if transceiver.sender is sender:
-                prefer_codec(transceiver, self.codec)
-        return sender
-
     def request_keyframe(self, track: Any = None) -> None:
         """Make the shared encoder's next frame a keyframe (from any peer, or the application)."""
         self.keyframe_requests += 1
@@ -393,14 +411,7 @@ class EncodedVideoFanout(_SourcePump[EncodedTrack]):
         self.request_keyframe()
 
     async def _handle(self, frame: VideoFrame, pts: int) -> None:
-        encoded = []
-        for t in self._tracks:
-            if not t.started:
-                continue
-            if t.mode == "raw":
-                t.offer_frame(frame, pts)
-            else:
-                encoded.append(t)
+        encoded = self._encoded_peers(frame, pts)
         if not encoded:
             self.frames_handled += 1
             return  # nobody needs packets yet: do not spend an encode
@@ -436,7 +447,7 @@ def audio_level_dbov(samples: np.ndarray) -> int:
     return round(max(-127.0, min(0.0, 10 * math.log10(mean_square))))
 
 
-class EncodedAudioFanout(_SourcePump[EncodedTrack]):
+class EncodedAudioFanout(_EncodedPump):
     """One Opus encoder per audio source; every subscribed peer gets its packets (module doc).
 
     Input of any rate and channel count: 48 kHz passes straight through (mono stays mono, half
@@ -463,16 +474,6 @@ class EncodedAudioFanout(_SourcePump[EncodedTrack]):
 
     def _new_track(self) -> EncodedTrack:
         return EncodedTrack(self, "opus", self.queue_size, kind="audio")
-
-    def add_to(self, pc: RTCPeerConnection) -> RTCRtpSender:
-        """Subscribe, add the track to ``pc``, hook its sender and prefer Opus. Returns the sender."""
-        track = self.subscribe()
-        sender = pc.addTrack(track)
-        track.bind_sender(sender)
-        for transceiver in pc.getTransceivers():
-            if transceiver.sender is sender:
-                prefer_codec(transceiver, "opus")
-        return sender
 
     def request_keyframe(self, track: Any = None) -> None:
         """Nothing to do: every Opus packet decodes on its own."""
@@ -512,14 +513,7 @@ class EncodedAudioFanout(_SourcePump[EncodedTrack]):
         return packets, audio_level_dbov(frame.samples)
 
     async def _handle(self, frame: AudioFrame, pts: int) -> None:
-        encoded = []
-        for t in self._tracks:
-            if not t.started:
-                continue
-            if t.mode == "raw":
-                t.offer_frame(frame, None)
-            else:
-                encoded.append(t)
+        encoded = self._encoded_peers(frame, None)
         self.frames_handled += 1
         if not encoded:
             return

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCRtpReceiver
 
 
 def new_pc() -> RTCPeerConnection:
@@ -22,14 +22,22 @@ async def negotiate(offerer: RTCPeerConnection, answerer: RTCPeerConnection) -> 
     await offerer.setRemoteDescription(answerer.localDescription)
 
 
-async def connect(add_tracks: Callable[[RTCPeerConnection], Any], wrap: Callable[[MediaStreamTrack], Any]
+async def connect(add_tracks: Callable[[RTCPeerConnection], Any], wrap: Callable[[MediaStreamTrack], Any],
+                  on_receiver: Callable[[RTCRtpReceiver], Any] | None = None,
                   ) -> tuple[RTCPeerConnection, RTCPeerConnection, Any]:
-    """``add_tracks(sender_pc)``, negotiate, and return ``wrap(remote_track)`` for the first remote track."""
+    """``add_tracks(sender_pc)``, negotiate, and return ``wrap(remote_track)`` for the first remote track.
+
+    ``on_receiver`` sees that track's receiver before it starts receiving (to install a hook).
+    """
     a, b = new_pc(), new_pc()
     add_tracks(a)
     got: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
     def on_track(track: MediaStreamTrack) -> None:
+        if on_receiver is not None:
+            for t in b.getTransceivers():
+                if t.receiver.track is track:
+                    on_receiver(t.receiver)
         if not got.done():
             got.set_result(wrap(track))
 

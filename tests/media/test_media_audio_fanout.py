@@ -16,7 +16,7 @@ from media.frames import AudioFrame
 from media.inline_decode import _InlineDecoder, decode_on_loop
 from media.sinks import AudioSink
 from media.testing import ToneAudioSource, dominant_frequency
-from tests.media.helpers import connect, eventually, negotiate, new_pc
+from tests.media.helpers import connect, eventually
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -112,29 +112,13 @@ async def test_received_audio_decodes_on_the_loop_and_the_thread_ends_on_close()
     await tone.start()
     before = {t.ident for t in threading.enumerate()}
     async with EncodedAudioFanout(tone) as fanout:
-        hooked = []
-
-        def wrap(track):  # type: ignore[no-untyped-def]
-            return AudioSink(track, maxsize=200)
-
-        a, b = new_pc(), new_pc()
-        fanout.add_to(a)
-        got: asyncio.Future[AudioSink] = asyncio.get_running_loop().create_future()
-
-        def on_track(track) -> None:  # type: ignore[no-untyped-def]
-            for t in b.getTransceivers():
-                if t.receiver.track is track:
-                    hooked.append(decode_on_loop(t.receiver))
-                    hooked.append(t.receiver)
-            got.set_result(wrap(track))
-
-        b.on("track", on_track)
-        await negotiate(a, b)
-        sink = await asyncio.wait_for(got, 10)
+        hooked: list[tuple[bool, object]] = []
+        a, b, sink = await connect(fanout.add_to, lambda t: AudioSink(t, maxsize=200),
+                                   on_receiver=lambda r: hooked.append((decode_on_loop(r), r)))
         try:
             hz, _ = await tone_of(sink)
             assert abs(hz - 880) < 10
-            applied, receiver = hooked
+            [(applied, receiver)] = hooked
             assert applied is True
             stand_in = receiver._RTCRtpReceiver__decoder_queue
             assert isinstance(stand_in, _InlineDecoder) and stand_in.decoded >= 40

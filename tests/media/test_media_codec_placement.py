@@ -13,7 +13,7 @@ from media.fanout import EncodedVideoFanout
 from media.inline_decode import _InlineDecoder, decode_on_loop
 from media.sinks import VideoSink
 from media.testing import PatternVideoSource, read_index
-from tests.media.helpers import eventually, negotiate, new_pc
+from tests.media.helpers import connect, eventually
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -53,30 +53,19 @@ async def test_video_encoded_and_decoded_on_the_loop_arrives_in_order(monkeypatc
     before = {t.name for t in threading.enumerate()}
     src = PatternVideoSource(320, 240, fps=30)
     await src.start()
-    a, b = new_pc(), new_pc()
+    a = b = None
     try:
         async with EncodedVideoFanout(src, "vp8", bitrate=400_000) as fanout:
             assert fanout._worker.inline
-            fanout.add_to(a)
-            got: asyncio.Future[VideoSink] = asyncio.get_running_loop().create_future()
-            hooked: list[object] = []
-
-            def on_track(track) -> None:  # type: ignore[no-untyped-def]
-                for t in b.getTransceivers():
-                    if t.receiver.track is track:
-                        hooked.append(decode_on_loop(t.receiver))
-                        hooked.append(t.receiver)
-                got.set_result(VideoSink(track))
-
-            b.on("track", on_track)
-            await negotiate(a, b)
-            sink = await asyncio.wait_for(got, 10)
+            hooked: list[tuple[bool, object]] = []
+            a, b, sink = await connect(fanout.add_to, VideoSink,
+                                       on_receiver=lambda r: hooked.append((decode_on_loop(r), r)))
             try:
                 indices = [read_index(await asyncio.wait_for(sink.recv(), 10)) for _ in range(15)]
             finally:
                 await sink.aclose()
             assert indices == sorted(indices) and len(set(indices)) == 15
-            applied, receiver = hooked
+            [(applied, receiver)] = hooked
             assert applied is True
             stand_in = receiver._RTCRtpReceiver__decoder_queue  # type: ignore[attr-defined]
             assert isinstance(stand_in, _InlineDecoder) and stand_in.decoded >= 15
@@ -84,8 +73,9 @@ async def test_video_encoded_and_decoded_on_the_loop_arrives_in_order(monkeypatc
             # no encoder thread was started for this fan-out
             assert not any(t.name.startswith("callrt-enc") for t in threading.enumerate() if t.name not in before)
     finally:
-        await a.close()
-        await b.close()
+        for pc in (a, b):
+            if pc is not None:
+                await pc.close()
         await src.stop()
     await eventually(lambda: not any(t.name == "video-decoder" and t.name not in before
                                      for t in threading.enumerate()), timeout=5)
