@@ -101,6 +101,9 @@ class PatternVideoSource(VideoSource):
         self._pace = _Paced(1.0 / fps)
         self._running = False
         self.produced = 0
+        """Frames returned so far."""
+        self.last_index = -1
+        """Index drawn into the latest frame (slots skipped by a late consumer make it exceed ``produced``)."""
 
     @property
     def name(self) -> str:
@@ -127,6 +130,7 @@ class PatternVideoSource(VideoSource):
                            pts=int(i * 90_000 / self.fps), time_base=VIDEO_TIME_BASE)
         draw_index(frame, i & 0xFFFF)
         self.produced += 1
+        self.last_index = i
         return frame
 
 

@@ -59,7 +59,7 @@ async def test_sink_is_bounded_without_a_consumer() -> None:
             assert stats.dropped >= stats.received - 3 - 1
             assert sink.track._queue.qsize() <= 5  # aiortc's unbounded queue is kept drained
             latest = sink.latest()
-            assert latest is not None and 0 <= src.produced - read_index(latest) < 30  # a recent frame
+            assert latest is not None and 0 <= src.last_index - read_index(latest) < 30  # a recent frame
         finally:
             await sink.aclose()
             await a.close()
