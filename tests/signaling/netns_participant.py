@@ -51,13 +51,20 @@ async def main(url: str, user: str, freq: float, seconds: float) -> dict:
         links = list(call.media.links.values())
         if not links:
             return {"user": user, "error": "the peer connection closed before the end of the window"}
-        stats = await links[0].pc.getStats()
+        # Per remote SSRC from each receiver: aiortc's getStats() gives one inbound-rtp entry per
+        # receiver, so for video the retransmission (RTX) stream's figures overwrite the media stream's.
         inbound: dict[str, dict[str, int]] = {}
-        for s in stats.values():
-            if type(s).__name__ == "RTCInboundRtpStreamStats":
-                entry = inbound.setdefault(s.kind, {"packets_received": 0, "packets_lost": 0})
-                entry["packets_received"] += s.packetsReceived
-                entry["packets_lost"] += s.packetsLost
+        for transceiver in links[0].pc.getTransceivers():
+            receiver = transceiver.receiver
+            rtx = receiver._RTCRtpReceiver__rtx_ssrc  # type: ignore[attr-defined]  # rtx ssrc -> media ssrc
+            entry = inbound.setdefault(transceiver.kind, {"packets_received": 0, "packets_lost": 0,
+                                                          "retransmissions_received": 0})
+            for ssrc, stream in receiver._RTCRtpReceiver__remote_streams.items():  # type: ignore[attr-defined]
+                if ssrc in rtx:
+                    entry["retransmissions_received"] += stream.packets_received
+                else:
+                    entry["packets_received"] += stream.packets_received
+                    entry["packets_lost"] += stream.packets_lost
         fanout = call.media.publishers["video"].fanout
         readable = [i for i in indices if i is not None]
         in_order = sum(1 for a, b in itertools.pairwise(readable) if b > a)
