@@ -13,6 +13,12 @@ Audio is always decoded on the loop. Video (0.4-2 ms a frame) stays on aiortc's 
 ``media._boundary.codecs_on_loop()`` says the process has one CPU, where the thread buys no
 parallelism and only adds GIL hand-offs (see there for the measurement).
 
+Decoded frames wait in the track's queue until the application (a ``media.sinks`` sink) takes
+them. aiortc's queue is unbounded, so a consumer that fell behind once (a burst of loop lag)
+kept that backlog as latency for the rest of the call; here at most ``MAX_QUEUED`` frames wait
+(200 ms of audio, 4 video frames) and the oldest is dropped (``dropped`` counts them): a few
+frames lost once instead of a standing delay.
+
 The hook relies on private attributes of aiortc's receiver; when they are missing (another
 aiortc version) it logs once and leaves the receiver alone.
 """
@@ -39,18 +45,24 @@ _THREAD_ATTR = "_RTCRtpReceiver__decoder_thread"
 _KIND_ATTR = "_RTCRtpReceiver__kind"
 _warned = False
 
+MAX_QUEUED = {"audio": 10, "video": 4}
+"""Decoded frames allowed to wait for the application per track before the oldest is dropped."""
+
 
 class _InlineDecoder:
     """Stands in for the receiver's ``queue.Queue``: ``put`` decodes, ``get`` parks the idle thread."""
 
-    def __init__(self, receiver: RTCRtpReceiver, decode_error: threading.Event) -> None:
+    def __init__(self, receiver: RTCRtpReceiver, decode_error: threading.Event, max_queued: int) -> None:
         self._thread_queue: queue.Queue[Any] = queue.Queue()
         self._receiver = receiver
         self._track_queue: asyncio.Queue[Any] | None = None
         self._decode_error = decode_error
         self._decoder: Any = None
         self._codec_name: str | None = None
+        self.max_queued = max_queued
         self.decoded = 0
+        self.dropped = 0
+        """Decoded frames dropped (oldest first) because the application fell ``max_queued`` behind."""
 
     def put(self, item: Any) -> None:
         if item is None:  # the receiver stops: wake its thread, which ends the track
@@ -69,8 +81,12 @@ class _InlineDecoder:
             logger.warning("failed to decode %s frame: %s", codec.name, exc)
             self._decode_error.set()
             return
+        q = self._track_queue
         for frame in frames:
-            self._track_queue.put_nowait(frame)
+            while q.qsize() >= self.max_queued:
+                q.get_nowait()
+                self.dropped += 1
+            q.put_nowait(frame)
         self.decoded += len(frames)
 
     def get(self, *args: Any, **kwargs: Any) -> Any:
@@ -100,5 +116,5 @@ def decode_on_loop(receiver: RTCRtpReceiver, *, video: bool | None = None) -> bo
             _warned = True
             logger.info("aiortc receiver internals differ; audio decodes on aiortc's thread")
         return False
-    setattr(receiver, _QUEUE_ATTR, _InlineDecoder(receiver, error))
+    setattr(receiver, _QUEUE_ATTR, _InlineDecoder(receiver, error, MAX_QUEUED[kind]))
     return True

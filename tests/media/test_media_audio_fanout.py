@@ -13,7 +13,7 @@ from aiortc.rtp import compute_audio_level_dbov
 from media.avframes import audio_to_av
 from media.fanout import EncodedAudioFanout, audio_level_dbov
 from media.frames import AudioFrame
-from media.inline_decode import _InlineDecoder, decode_on_loop
+from media.inline_decode import MAX_QUEUED, _InlineDecoder, decode_on_loop
 from media.sinks import AudioSink
 from media.testing import ToneAudioSource, dominant_frequency
 from tests.media.helpers import connect, eventually
@@ -131,3 +131,28 @@ async def test_received_audio_decodes_on_the_loop_and_the_thread_ends_on_close()
     # aiortc's parked decoder thread ended with the receiver (nothing left behind)
     await eventually(lambda: not any(t.ident not in before and t.name == "audio-decoder"
                                      for t in threading.enumerate()), timeout=5)
+
+
+async def test_a_consumer_that_falls_behind_loses_old_audio_not_latency() -> None:
+    """Nobody drains the track for a second: 200 ms wait at most, the rest was dropped oldest first."""
+    tone = ToneAudioSource(440.0, channels=1, frame_ms=20)
+    await tone.start()
+    async with EncodedAudioFanout(tone) as fanout:
+        hooked: list[tuple[bool, object]] = []
+        a, b, track = await connect(fanout.add_to, lambda t: t,
+                                    on_receiver=lambda r: hooked.append((decode_on_loop(r), r)))
+        try:
+            [(applied, receiver)] = hooked
+            stand_in = receiver._RTCRtpReceiver__decoder_queue
+            assert applied and stand_in.max_queued == MAX_QUEUED["audio"] == 10
+            await eventually(lambda: stand_in.decoded >= 50, timeout=10)  # a second of audio, unread
+            assert track._queue.qsize() <= 10
+            assert stand_in.dropped >= stand_in.decoded - 10 > 0
+            # what is left is the most recent audio: its pts are the last ones decoded
+            frames = [await asyncio.wait_for(track.recv(), 5) for _ in range(track._queue.qsize())]
+            pts = [f.pts for f in frames]
+            assert pts == sorted(pts) and pts[-1] - pts[0] <= 10 * 960
+        finally:
+            await a.close()
+            await b.close()
+    await tone.stop()
