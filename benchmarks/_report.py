@@ -7,6 +7,7 @@ A record is one measured figure next to the baseline measured in the same run:
 from __future__ import annotations
 
 import json
+import logging
 import platform
 import sys
 import time
@@ -90,6 +91,23 @@ def write_json(records: Iterable[Record], path: str | Path) -> None:
     """Write records as a JSON list (one object per record) plus the machine line."""
     payload = {"machine": machine_description(), "records": [asdict(r) for r in records]}
     Path(path).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+
+
+def configure_logging(verbose: int) -> None:
+    """Warnings on stderr; each ``-v`` one level more (the benchmarks' shared ``--verbose``)."""
+    logging.basicConfig(level=logging.WARNING - 10 * min(verbose, 2), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def publish(records: Sequence[Record], title: str, json_path: str | None, markdown_path: str | None) -> str:
+    """Print the markdown table of ``records`` and write the ``--json``/``--markdown`` files asked for."""
+    table = markdown_table(records, title)
+    print(table)
+    if json_path:
+        write_json(records, json_path)
+    if markdown_path:
+        Path(markdown_path).write_text(table, encoding="utf-8")
+    return table
 
 
 class Progress:

@@ -40,10 +40,9 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from benchmarks._report import Progress, Record, markdown_table, write_json
+from benchmarks._report import Progress, Record, configure_logging, publish
 from devices import TestPattern, Tone
 from signaling.call import Call
 from signaling.client import Client
@@ -318,8 +317,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.verbose)
     plan = make_plan(args)
     t0 = time.perf_counter()
     try:
@@ -329,12 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     title = (f"Browser call page (chromium, headless) vs a Python participant, median of {plan.rounds} "
              f"round{'s' if plan.rounds > 1 else ''}{', --quick' if plan.quick else ''}")
-    table = markdown_table(records, title=title)
-    print(table)
-    if args.json:
-        write_json(records, args.json)
-    if args.markdown:
-        Path(args.markdown).write_text(table, encoding="utf-8")
+    publish(records, title, args.json, args.markdown)
     print(f"benchmarks.browser: done in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
     return 0
 

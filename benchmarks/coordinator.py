@@ -55,7 +55,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 
-from benchmarks._report import Progress, Record, markdown_table, write_json
+from benchmarks._report import Progress, Record, configure_logging, publish
 from signaling.call import Call
 from signaling.client import Client
 from signaling.models import Event
@@ -812,8 +812,7 @@ def main(argv: list[str] | None = None) -> int:
         if value is not None and value < 1:
             print(f"--{name} must be at least 1", file=sys.stderr)
             return 2
-    logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.verbose)
     plan = make_plan(args.quick, args.clients, args.watchers)
     t0 = time.perf_counter()
     try:
@@ -822,13 +821,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"benchmarks.coordinator: {exc}", file=sys.stderr)
         return 1
     where = "embedded in this process (shares the GIL)" if args.embedded else "in a separate process"
-    table = markdown_table(records, title=f"Coordinator: REST latency/throughput and event fan-out "
-                                          f"(coordinator {where}{', --quick' if plan.quick else ''})")
-    print(table)
-    if args.json:
-        write_json(records, args.json)
-    if args.markdown:
-        Path(args.markdown).write_text(table, encoding="utf-8")
+    publish(records, f"Coordinator: REST latency/throughput and event fan-out "
+                     f"(coordinator {where}{', --quick' if plan.quick else ''})", args.json, args.markdown)
     print(f"benchmarks.coordinator: done in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
     return 0
 

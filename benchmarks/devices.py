@@ -42,7 +42,7 @@ import av
 import cv2
 import numpy as np
 
-from benchmarks._report import Progress, Record, markdown_table, write_json
+from benchmarks._report import Progress, Record, publish
 
 ROOT = Path(__file__).resolve().parents[1]
 logger = logging.getLogger("benchmarks.devices")
@@ -461,9 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     _load_devices_env()
     records = asyncio.run(_bench(args.quick))
-    sys.stdout.write(markdown_table(records, "Device sources (callrt vs raw library read, same run)"))
-    if args.json:
-        write_json(records, args.json)
+    publish(records, "Device sources (callrt vs raw library read, same run)", args.json, None)
     return 0
 
 

@@ -57,7 +57,6 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import av
@@ -72,7 +71,7 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamError
 
-from benchmarks._report import Progress, Record, markdown_table, write_json
+from benchmarks._report import Progress, Record, configure_logging, publish
 from devices import TestPattern, read_frame_index
 from media.frames import VideoFrame
 from signaling.client import Client
@@ -604,8 +603,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.verbose)
     plan = make_plan(args)
     t0 = time.perf_counter()
     try:
@@ -615,12 +613,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     title = (f"End to end: callrt call vs bare aiortc loopback pair ({plan.seconds:g} s windows"
              f"{', --quick' if plan.quick else ''}; CPU per participant = process CPU / N)")
-    table = markdown_table(records, title=title)
-    print(table)
-    if args.json:
-        write_json(records, args.json)
-    if args.markdown:
-        Path(args.markdown).write_text(table, encoding="utf-8")
+    publish(records, title, args.json, args.markdown)
     for failure in failures:
         print(f"benchmarks.e2e: FAILED: {failure}", file=sys.stderr)
     print(f"benchmarks.e2e: done in {time.perf_counter() - t0:.1f}s", file=sys.stderr)

@@ -17,9 +17,8 @@ import argparse
 import asyncio
 import logging
 import sys
-from pathlib import Path
 
-from benchmarks._report import Progress, Record, markdown_table, write_json
+from benchmarks._report import Progress, Record, publish
 
 RESOLUTIONS = ((640, 480), (1280, 720), (1920, 1080))
 PARTS = ("stages", "fanout", "e2e")
@@ -83,12 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         for w, h in [RESOLUTIONS[0]] if quick else list(RESOLUTIONS[:2]):
             records += asyncio.run(e2e_records(w, h, warmup, window, 10 if quick else 150, progress.step))
 
-    table = markdown_table(records, "Frame pipeline (python -m benchmarks pipeline)")
-    sys.stdout.write(table)
-    if args.json:
-        write_json(records, args.json)
-    if args.markdown:
-        Path(args.markdown).write_text(table, encoding="utf-8")
+    publish(records, "Frame pipeline (python -m benchmarks pipeline)", args.json, args.markdown)
     return 0
 
 

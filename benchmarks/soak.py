@@ -98,7 +98,7 @@ import psutil
 from aiortc import AudioStreamTrack, MediaStreamTrack, RTCConfiguration, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 
-from benchmarks._report import Progress, Record, machine_description, markdown_table
+from benchmarks._report import Progress, Record, configure_logging, machine_description, markdown_table
 from benchmarks.coordinator import (
     BenchmarkError,
     ClientPool,
@@ -1346,8 +1346,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.skip_rest and args.skip_audio:
         print("benchmarks.soak: nothing to do (--skip-rest and --skip-audio)", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.verbose)
     plan = make_plan(args)
     t0 = time.perf_counter()
     try:

@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
-from pathlib import Path
 from typing import Any
 
-from benchmarks._report import Progress, Record, markdown_table, write_json
+from benchmarks._report import Progress, Record, publish
 
 BASELINE = "plain aiortc (same run)"
 
@@ -91,12 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         report = asyncio.run(SwarmRunner(opts).run())
         records += _records(report, shape)
         progress.step(shape)
-    table = markdown_table(records, "Bot swarm (python -m benchmarks swarm)")
-    sys.stdout.write(table)
-    if args.json:
-        write_json(records, args.json)
-    if args.markdown:
-        Path(args.markdown).write_text(table, encoding="utf-8")
+    publish(records, "Bot swarm (python -m benchmarks swarm)", args.json, args.markdown)
     return 0
 
 
