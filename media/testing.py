@@ -89,25 +89,11 @@ class _Paced:
         return i
 
 
-class PatternVideoSource(VideoSource):
-    """A paced synthetic camera producing I420 frames carrying their index (see module doc)."""
+class _PacedSource:
+    """Running state and real-time pacing of the synthetic sources below."""
 
-    def __init__(self, width: int = 640, height: int = 480, fps: float = 30.0, *, frames: int | None = None,
-                 label: str = "pattern") -> None:
-        self.width, self.height, self.fps = width, height, fps
-        self.limit = frames
-        self._label = label
-        self._pattern = render_pattern(width, height)
-        self._pace = _Paced(1.0 / fps)
-        self._running = False
-        self.produced = 0
-        """Frames returned so far."""
-        self.last_index = -1
-        """Index drawn into the latest frame (slots skipped by a late consumer make it exceed ``produced``)."""
-
-    @property
-    def name(self) -> str:
-        return f"{self._label} {self.width}x{self.height}@{self.fps:g}"
+    _pace: _Paced
+    _running = False
 
     @property
     def running(self) -> bool:
@@ -119,6 +105,26 @@ class PatternVideoSource(VideoSource):
 
     async def stop(self) -> None:
         self._running = False
+
+
+class PatternVideoSource(_PacedSource, VideoSource):
+    """A paced synthetic camera producing I420 frames carrying their index (see module doc)."""
+
+    def __init__(self, width: int = 640, height: int = 480, fps: float = 30.0, *, frames: int | None = None,
+                 label: str = "pattern") -> None:
+        self.width, self.height, self.fps = width, height, fps
+        self.limit = frames
+        self._label = label
+        self._pattern = render_pattern(width, height)
+        self._pace = _Paced(1.0 / fps)
+        self.produced = 0
+        """Frames returned so far."""
+        self.last_index = -1
+        """Index drawn into the latest frame (slots skipped by a late consumer make it exceed ``produced``)."""
+
+    @property
+    def name(self) -> str:
+        return f"{self._label} {self.width}x{self.height}@{self.fps:g}"
 
     async def recv(self) -> VideoFrame:
         if not self._running or (self.limit is not None and self.produced >= self.limit):
@@ -134,7 +140,7 @@ class PatternVideoSource(VideoSource):
         return frame
 
 
-class ToneAudioSource(AudioSource):
+class ToneAudioSource(_PacedSource, AudioSource):
     """A paced sine tone in 10 ms int16 frames."""
 
     def __init__(self, frequency: float = 1000.0, *, channels: int = 2, sample_rate: int = AUDIO_SAMPLE_RATE,
@@ -143,22 +149,10 @@ class ToneAudioSource(AudioSource):
         self.amplitude = amplitude
         self.frame_samples = sample_rate * frame_ms // 1000
         self._pace = _Paced(frame_ms / 1000)
-        self._running = False
 
     @property
     def name(self) -> str:
         return f"tone {self.frequency:g} Hz"
-
-    @property
-    def running(self) -> bool:
-        return self._running
-
-    async def start(self) -> None:
-        self._running = True
-        self._pace.reset()
-
-    async def stop(self) -> None:
-        self._running = False
 
     async def recv(self) -> AudioFrame:
         if not self._running:
