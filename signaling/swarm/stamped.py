@@ -210,16 +210,57 @@ def latency_ms(stamp_ms: int, now: float | None = None) -> float:
     return float((now_ms - stamp_ms) % STAMP_MODULUS)
 
 
-class StampedTestPattern(VideoSource):
-    """``TestPattern`` frames (index in the top band) with the capture time in a bottom band (module doc)."""
+class _GridSource:
+    """What both stamped sources share: a ``GridClock``, running state, and the next slot to produce.
 
-    def __init__(self, width: int = 640, height: int = 480, fps: float = 30.0, *, phase: float = 0.0) -> None:
-        self.pattern = TestPattern(width, height, fps)
-        self.clock = GridClock(1.0 / fps, phase)
+    A source more than ``MAX_LAG_S`` behind its grid skips to the current slot (``overruns``
+    counts it) rather than bursting out the frames it missed.
+    """
+
+    clock: GridClock
+
+    @property
+    def name(self) -> str:
+        raise NotImplementedError
+
+    def _grid_init(self, period: float, phase: float) -> None:
+        self.clock = GridClock(period, phase)
         self._next = 0
         self._running = False
         self.overruns = 0
         """Times the source skipped frames because it fell more than ``MAX_LAG_S`` behind."""
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    async def start(self) -> None:
+        self._next, self._running = 0, True
+        self.clock.start()
+
+    async def stop(self) -> None:
+        self._running = False
+        self.clock.stop()
+
+    async def _slot(self) -> int:
+        """Wait for the next slot and return its number (``SourceEnded`` once stopped)."""
+        if not self._running or not await self.clock.wait(self._next):
+            raise SourceEnded(f"{self.name} stopped")
+        n = self._next
+        now = self.clock.frame_now()
+        if (now - n) * self.clock.period > MAX_LAG_S:
+            self.overruns += 1
+            n = now
+        self._next = n + 1
+        return n
+
+
+class StampedTestPattern(_GridSource, VideoSource):
+    """``TestPattern`` frames (index in the top band) with the capture time in a bottom band (module doc)."""
+
+    def __init__(self, width: int = 640, height: int = 480, fps: float = 30.0, *, phase: float = 0.0) -> None:
+        self.pattern = TestPattern(width, height, fps)
+        self._grid_init(1.0 / fps, phase)
 
     @property
     def name(self) -> str:
@@ -237,34 +278,15 @@ class StampedTestPattern(VideoSource):
     def fps(self) -> float:
         return self.pattern.fps
 
-    @property
-    def running(self) -> bool:
-        return self._running
-
-    async def start(self) -> None:
-        self._next, self._running = 0, True
-        self.clock.start()
-
-    async def stop(self) -> None:
-        self._running = False
-        self.clock.stop()
-
     async def recv(self) -> VideoFrame:
-        if not self._running or not await self.clock.wait(self._next):
-            raise SourceEnded(f"{self.name} stopped")
-        n = self._next
-        now_frame = self.clock.frame_now()
-        if (now_frame - n) * self.clock.period > MAX_LAG_S:
-            self.overruns += 1
-            n = now_frame
-        self._next = n + 1
+        n = await self._slot()
         now = time.time()
         frame = VideoFrame(self.pattern.render(n), pts=int(n * 90_000 / self.pattern.fps), capture_time=now)
         draw_capture_ms(frame, int(now * 1000))
         return frame
 
 
-class MarkedTone(AudioSource):
+class MarkedTone(_GridSource, AudioSource):
     """A mono 48 kHz sine of ``frequency`` Hz with timing marks every second (module doc).
 
     With a frequency that is a multiple of 50 Hz every 20 ms block is the same read-only array:
@@ -276,15 +298,12 @@ class MarkedTone(AudioSource):
             raise ValueError(f"frequency must be in (0, {AUDIO_SAMPLE_RATE // 2}) Hz")
         self.frequency = frequency
         self.level = level
-        self.clock = GridClock(BLOCK_MS / 1000, phase)
+        self._grid_init(BLOCK_MS / 1000, phase)
         self._cycles_per_block = frequency * BLOCK_MS / 1000
         self._fixed = abs(self._cycles_per_block - round(self._cycles_per_block)) < 1e-9
         self._tone = self._synth(0)
         self._silence = np.zeros((BLOCK, 1), np.int16)
         self._silence.flags.writeable = False
-        self._next = 0
-        self._running = False
-        self.overruns = 0
 
     def _synth(self, n: int) -> np.ndarray:
         t = np.arange(BLOCK, dtype=np.float64) + n * BLOCK
@@ -298,21 +317,9 @@ class MarkedTone(AudioSource):
         return f"marked tone {self.frequency:g} Hz"
 
     @property
-    def running(self) -> bool:
-        return self._running
-
-    @property
     def offset_s(self) -> float:
         """Where in each second (of the wall clock) this source's marks start."""
         return mark_offset(self.clock.phase)
-
-    async def start(self) -> None:
-        self._next, self._running = 0, True
-        self.clock.start()
-
-    async def stop(self) -> None:
-        self._running = False
-        self.clock.stop()
 
     def is_silent(self, n: int) -> bool:
         """Whether block ``n`` (scheduled at ``clock.wall_time(n)``) is part of a mark."""
@@ -325,14 +332,7 @@ class MarkedTone(AudioSource):
         return pos < MARK_BLOCKS or gap <= pos < gap + MARK_BLOCKS
 
     async def recv(self) -> AudioFrame:
-        if not self._running or not await self.clock.wait(self._next):
-            raise SourceEnded(f"{self.name} stopped")
-        n = self._next
-        now_block = self.clock.frame_now()
-        if (now_block - n) * self.clock.period > MAX_LAG_S:
-            self.overruns += 1
-            n = now_block
-        self._next = n + 1
+        n = await self._slot()
         if self.is_silent(n):
             samples = self._silence
         else:
