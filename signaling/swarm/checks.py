@@ -73,6 +73,19 @@ class _Stream:
     window_from: float | None = None
     window_open: bool = False
 
+    def _arrived(self) -> float:
+        """Count one received frame (in the window too, once it is open); returns the wall-clock now."""
+        now = time.time()
+        self.frames += 1
+        self.last_at = now
+        if self.first_at is None:
+            self.first_at = now
+        if self.window_open:
+            self.window_frames += 1
+            if self.window_from is None:
+                self.window_from = now
+        return now
+
 
 class VideoCheck(_Stream):
     """One sender's video as received by one participant."""
@@ -87,15 +100,7 @@ class VideoCheck(_Stream):
         self.window_verified = 0
 
     def on_frame(self, frame: VideoFrame) -> None:
-        now = time.time()
-        self.frames += 1
-        self.last_at = now
-        if self.first_at is None:
-            self.first_at = now
-        if self.window_open:
-            self.window_frames += 1
-            if self.window_from is None:
-                self.window_from = now
+        now = self._arrived()
         self.timeline.video_frames += 1
         index = read_index(frame)
         stamp = read_capture_ms(frame) if index is not None else None
@@ -134,16 +139,8 @@ class AudioCheck(_Stream):
 
     def on_samples(self, samples: np.ndarray, ts: int, rate: int) -> None:
         """``samples``: int16 ``(n, channels)``; ``ts``: the frame's RTP timestamp (pts) in samples."""
-        now = time.time()
-        self.frames += 1
-        self.last_at = now
+        now = self._arrived()
         self.rate = rate
-        if self.first_at is None:
-            self.first_at = now
-        if self.window_open:
-            self.window_frames += 1
-            if self.window_from is None:
-                self.window_from = now
         self.timeline.audio_frames += 1
         n = samples.shape[0]
         mono = samples[:, 0]
