@@ -530,7 +530,7 @@ class EncodedAudioFanout(_EncodedPump):
 
 
 class FrameFanout(_SourcePump[FrameTrack]):
-    """One source, raw frames to every subscribed peer; aiortc encodes per peer (the audio path)."""
+    """One source, raw frames to every subscribed peer; aiortc encodes per peer."""
 
     def __init__(self, source: Source[Any] | None, *, kind: Literal["audio", "video"] | None = None,
                  queue_size: int = 4) -> None:

@@ -105,16 +105,12 @@ def decode_on_loop(receiver: RTCRtpReceiver, *, video: bool | None = None) -> bo
     current = getattr(receiver, _QUEUE_ATTR, None)
     if isinstance(current, _InlineDecoder):
         return True
-    if getattr(receiver, _THREAD_ATTR, "missing") is not None:  # missing, or already receiving
-        if not _warned:
-            _warned = True
-            logger.info("aiortc receiver internals differ or it already receives; audio decodes on its thread")
-        return False
     error = getattr(receiver, _ERROR_ATTR, None)
-    if not isinstance(current, queue.Queue) or not isinstance(error, threading.Event):
+    if (getattr(receiver, _THREAD_ATTR, "missing") is not None  # missing, or already receiving
+            or not isinstance(current, queue.Queue) or not isinstance(error, threading.Event)):
         if not _warned:
             _warned = True
-            logger.info("aiortc receiver internals differ; audio decodes on aiortc's thread")
+            logger.info("aiortc receiver internals differ or it already receives; it decodes on aiortc's thread")
         return False
     setattr(receiver, _QUEUE_ATTR, _InlineDecoder(receiver, error, MAX_QUEUED[kind]))
     return True
