@@ -114,6 +114,7 @@ from signaling.call import Call
 from signaling.client import Client, ServerClient
 from signaling.demo import FREQ_TOLERANCE_HZ, StreamCheck
 from signaling.errors import Conflict
+from signaling.gc_tuning import tune_gc
 from signaling.models import Event
 from signaling.rtc.remote import RemoteTrack
 from signaling.server.permissions import BUILTIN_CALL_TYPES
@@ -522,6 +523,7 @@ async def run_soak(plan: Plan, workdir: Path, progress: Progress) -> SoakResult:
         connect_s = time.perf_counter() - t0
         for c in clients:  # open each HTTP connection, untimed
             await healthz(c)()
+        tune_gc()  # as callrt serve does (signaling.gc_tuning); CALLRT_GC=default measures without
         progress.step(f"coordinator at {coord.url}; {plan.clients} clients connected in {connect_s:.1f}s")
 
         half = plan.baseline_seconds / 2
@@ -716,7 +718,8 @@ def soak_records(result: SoakResult, checks: list[Check], counts: dict[str, int]
         "note": "closed loop (each client sends its next request when the previous one answered), so latency "
                 "~= clients / throughput; coordinator in its own process, clients all in this one; a client never "
                 f"runs more than {MAX_ITERATIONS_PER_S:g} iterations/s (paced_fraction: share of client time "
-                "spent waiting for that)",
+                "spent waiting for that); both processes run signaling.gc_tuning.tune_gc() unless "
+                f"CALLRT_GC=default (this run: {os.environ.get('CALLRT_GC') or 'tuned'})",
     }
     base_lat = f"GET /healthz round trip, same {who}, closed loop"
     records = [

@@ -53,6 +53,7 @@ def _server_client(args: argparse.Namespace) -> ServerClient:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from signaling.gc_tuning import tune_gc
     from signaling.server.app import create_app
     from signaling.server.config import ServerConfig, generate_dev_keys, uvicorn_options
 
@@ -75,7 +76,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if dev:
             print("No keys given: generated a development pair. Use it with:", flush=True)
             print(f"  export CALLRT_URL={url} CALLRT_API_KEY={key} CALLRT_API_SECRET={secret}", flush=True)
-    uvicorn.run(create_app(config), host=args.host, port=args.port, log_level=args.log_level,
+    app = create_app(config)
+    tune_gc()  # after the app is built, so its objects are frozen out of later collections
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
                 **uvicorn_options())  # type: ignore[arg-type]
     return 0
 

@@ -21,6 +21,7 @@ from signaling.call import Call, _validated
 from signaling.emitter import EventEmitter, Handler
 from signaling.errors import ConnectionFailed, InvalidRequest, SignalingError, error_from_payload
 from signaling.event_socket import EventSocket
+from signaling.http_transport import AsyncioTransport
 from signaling.models import (
     CallResponse,
     CallTypeRequest,
@@ -109,11 +110,12 @@ class Client:
             if self._closed:
                 raise ConnectionFailed("client is closed")
             if self._http is None:
+                # idle connections expire before the server's keep-alive (15 s) closes them
+                limits = httpx.Limits(max_connections=32, max_keepalive_connections=8, keepalive_expiry=2.0)
                 self._http = httpx.AsyncClient(
-                    base_url=self.url, timeout=self.timeout, verify=_ssl_context(),
+                    base_url=self.url, timeout=self.timeout,
                     headers={"X-Api-Key": self.api_key, "Authorization": f"Bearer {self._token}"},
-                    # idle connections expire before the server's keep-alive (15 s) closes them
-                    limits=httpx.Limits(max_connections=32, max_keepalive_connections=8, keepalive_expiry=2.0))
+                    transport=AsyncioTransport(verify=_ssl_context(), limits=limits))
             if self.events_enabled and self._socket is None:
                 ws_url = self.url.replace("http", "ws", 1) + "/video/connect"
                 socket = EventSocket(ws_url, self.api_key, self._token, self._on_message,
