@@ -135,8 +135,8 @@ class Call:
     async def get(self) -> CallStateResponse:
         """Load the call (``CallNotFound`` if missing) and watch it."""
         conn = await self.client._connection_id()
-        resp = await self.client._request("GET", self._path, params=self._watch_params(conn))
-        result = CallStateResponse.model_validate(resp)
+        result = await self.client._request_as(CallStateResponse, "GET", self._path,
+                                               params=self._watch_params(conn))
         self._apply(result)
         self.client._track(self)
         return result
@@ -148,8 +148,8 @@ class Call:
         if data is not None:
             body["data"] = _validated(CallRequest, data)
         conn = await self.client._connection_id()
-        resp = await self.client._request("POST", self._path, json=body, params=self._watch_params(conn))
-        result = CallStateResponse.model_validate(resp)
+        result = await self.client._request_as(CallStateResponse, "POST", self._path, json=body,
+                                               params=self._watch_params(conn))
         self._apply(result)
         self.client._track(self)
         return result
@@ -165,11 +165,12 @@ class Call:
     async def _resync(self, connection_id: str) -> None:
         """After an event-socket reconnect: re-watch and take a fresh snapshot."""
         try:
-            resp = await self.client._request("GET", self._path, params=self._watch_params(connection_id))
+            resp = await self.client._request_as(CallStateResponse, "GET", self._path,
+                                                 params=self._watch_params(connection_id))
         except SignalingError as exc:
             logger.warning("resync of %s failed: %s", self.cid, exc)
             return
-        self._apply(CallStateResponse.model_validate(resp))
+        self._apply(resp)
         if self.state.calling_state is CallingState.RECONNECTING:
             if self.state.ended or (self.session_id and self.state.participant(self.session_id) is None):
                 await self._teardown(CallingState.LEFT)
@@ -200,8 +201,8 @@ class Call:
                 body["data"] = _validated(CallRequest, data)
             conn = await self.client._connection_id()
             params = {"connection_id": conn} if conn else None
-            resp = await self.client._request("POST", f"{self._path}/join", json=body, params=params)
-            result = JoinCallResponse.model_validate(resp)
+            result = await self.client._request_as(JoinCallResponse, "POST", f"{self._path}/join", json=body,
+                                                   params=params)
         except BaseException:
             self._set_calling_state(previous)
             raise
@@ -269,13 +270,12 @@ class Call:
         session_id = self.session_id
         await self._teardown(CallingState.LEFT)  # the same release path as an end or a removal
         if session_id:
-            resp = await self.client._request("POST", f"{self._path}/leave", json={"session_id": session_id})
-            self._apply(CallStateResponse.model_validate(resp))
+            self._apply(await self.client._request_as(CallStateResponse, "POST", f"{self._path}/leave",
+                                                      json={"session_id": session_id}))
 
     async def end_call(self) -> CallStateResponse:
         """End the call for everyone (needs ``end-call``)."""
-        resp = await self.client._request("POST", f"{self._path}/mark_ended")
-        result = CallStateResponse.model_validate(resp)
+        result = await self.client._request_as(CallStateResponse, "POST", f"{self._path}/mark_ended")
         self._apply(result)
         if self.state.calling_state in (CallingState.JOINED, CallingState.RECONNECTING):
             await self._teardown(CallingState.LEFT)
@@ -294,8 +294,8 @@ class Call:
             body["settings_override"] = dict(settings_override)
         if starts_at is not None:
             body["starts_at"] = starts_at
-        resp = await self.client._request("PATCH", self._path, json=_validated(UpdateCallRequest, body))
-        result = CallStateResponse.model_validate(resp)
+        result = await self.client._request_as(CallStateResponse, "PATCH", self._path,
+                                               json=_validated(UpdateCallRequest, body))
         self._apply(result)
         return result
 
@@ -304,21 +304,18 @@ class Call:
         """Add or update members (with role and custom data) and remove others, in one transaction."""
         body = _validated(UpdateCallMembersRequest,
                           {"update_members": list(update_members), "remove_members": list(remove_members)})
-        resp = await self.client._request("POST", f"{self._path}/members", json=body)
-        result = CallStateResponse.model_validate(resp)
+        result = await self.client._request_as(CallStateResponse, "POST", f"{self._path}/members", json=body)
         self._apply(result)
         return result
 
     async def go_live(self) -> CallStateResponse:
         """Leave backstage: everyone with ``join-call`` may join."""
-        resp = await self.client._request("POST", f"{self._path}/go_live")
-        result = CallStateResponse.model_validate(resp)
+        result = await self.client._request_as(CallStateResponse, "POST", f"{self._path}/go_live")
         self._apply(result)
         return result
 
     async def stop_live(self) -> CallStateResponse:
         """Back to backstage (when the call type enables it)."""
-        resp = await self.client._request("POST", f"{self._path}/stop_live")
-        result = CallStateResponse.model_validate(resp)
+        result = await self.client._request_as(CallStateResponse, "POST", f"{self._path}/stop_live")
         self._apply(result)
         return result

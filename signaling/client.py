@@ -11,17 +11,17 @@ import ssl
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import httpx
 import jwt
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from signaling.call import Call, _validated
 from signaling.emitter import EventEmitter, Handler
 from signaling.errors import ConnectionFailed, InvalidRequest, SignalingError, error_from_payload
 from signaling.event_socket import EventSocket
-from signaling.http_transport import AsyncioTransport
+from signaling.http_transport import AsyncClient, AsyncioTransport
 from signaling.models import (
     CallResponse,
     CallTypeRequest,
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from signaling.models import JoinCallResponse
 
 logger = logging.getLogger(__name__)
+M = TypeVar("M", bound=BaseModel)
 
 DEFAULT_URL = "http://127.0.0.1:3080"
 
@@ -112,7 +113,7 @@ class Client:
             if self._http is None:
                 # idle connections expire before the server's keep-alive (15 s) closes them
                 limits = httpx.Limits(max_connections=32, max_keepalive_connections=8, keepalive_expiry=2.0)
-                self._http = httpx.AsyncClient(
+                self._http = AsyncClient(
                     base_url=self.url, timeout=self.timeout,
                     headers={"X-Api-Key": self.api_key, "Authorization": f"Bearer {self._token}"},
                     transport=AsyncioTransport(verify=_ssl_context(), limits=limits))
@@ -217,8 +218,9 @@ class Client:
             await self.connect()
         return self.connection_id
 
-    async def _request(self, method: str, path: str, *, json: Any = None,
-                       params: Mapping[str, str] | None = None) -> Any:
+    async def _send(self, method: str, path: str, *, json: Any = None,
+                    params: Mapping[str, str] | None = None) -> httpx.Response:
+        """One request; a transport failure or an error status raises the typed error."""
         if self._http is None:
             await self.connect()
         assert self._http is not None
@@ -226,15 +228,30 @@ class Client:
             response = await self._http.request(method, path, json=json, params=params)
         except httpx.TransportError as exc:
             raise ConnectionFailed(f"{method} {path}: coordinator unreachable at {self.url} ({exc!r})") from exc
+        if response.status_code >= 400:
+            try:
+                payload = response.json()
+            except ValueError:
+                payload = response.text
+            raise error_from_payload(payload, response.status_code)
+        return response
+
+    async def _request(self, method: str, path: str, *, json: Any = None,
+                       params: Mapping[str, str] | None = None) -> Any:
+        """One request; the decoded JSON body (None for 204)."""
+        response = await self._send(method, path, json=json, params=params)
         if response.status_code == 204:
             return None
         try:
-            payload = response.json()
+            return response.json()
         except ValueError:
-            payload = response.text
-        if response.status_code >= 400:
-            raise error_from_payload(payload, response.status_code)
-        return payload
+            return response.text
+
+    async def _request_as(self, model: type[M], method: str, path: str, *, json: Any = None,
+                          params: Mapping[str, str] | None = None) -> M:
+        """One request whose body is parsed and validated as ``model`` in one pass."""
+        response = await self._send(method, path, json=json, params=params)
+        return model.model_validate_json(response.content)
 
 
 class ServerClient(Client):

@@ -199,3 +199,26 @@ async def test_sdk_client_reports_an_unreachable_coordinator_as_connection_faile
         assert info.value.code == "connection_failed"
     finally:
         await client.aclose()
+
+
+async def test_sdk_http_client_still_keeps_cookies_a_server_sets():
+    from signaling.http_transport import AsyncClient
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head = await _read_request(reader)
+            if b"/set" in head:
+                writer.write(b"HTTP/1.1 200 OK\r\nset-cookie: session=abc; Path=/\r\ncontent-length: 2\r\n\r\n{}")
+            else:
+                sent = b"yes" if b"cookie: session=abc" in head.lower() else b"no"
+                writer.write(_response(b'{"cookie":"' + sent + b'"}'))
+            await writer.drain()
+
+    async with Server(handler) as server:
+        base = f"http://127.0.0.1:{server.port}"
+        async with AsyncClient(transport=AsyncioTransport()) as client:
+            assert (await client.get(f"{base}/plain")).json() == {"cookie": "no"}
+            assert len(client.cookies) == 0
+            await client.get(f"{base}/set")
+            assert client.cookies.get("session") == "abc"
+            assert (await client.get(f"{base}/plain")).json() == {"cookie": "yes"}
