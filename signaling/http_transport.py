@@ -19,7 +19,7 @@ import asyncio
 import socket
 import ssl
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import httpcore
 import httpx
@@ -40,8 +40,8 @@ class _StreamProtocol(asyncio.Protocol):
         self._paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it: no isinstance checks
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -148,9 +148,8 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         except (OSError, ssl.SSLError) as exc:
             self._transport.close()
             raise httpcore.ConnectError(str(exc)) from exc
-        assert isinstance(tls, asyncio.Transport)
-        self._protocol.transport = tls
-        return AsyncioStream(tls, self._protocol)
+        self._protocol.transport = cast(asyncio.Transport, tls)
+        return AsyncioStream(cast(asyncio.Transport, tls), self._protocol)
 
     def get_extra_info(self, info: str) -> Any:
         if info == "is_readable":
@@ -190,8 +189,7 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
             for option in socket_options or ():
                 sock.setsockopt(*option)
         transport.set_write_buffer_limits(high=_HIGH_WATER)
-        assert isinstance(transport, asyncio.Transport)
-        return AsyncioStream(transport, protocol)
+        return AsyncioStream(cast(asyncio.Transport, transport), protocol)
 
     async def connect_unix_socket(self, path: str, timeout: float | None = None,
                                   socket_options: Iterable[Any] | None = None) -> httpcore.AsyncNetworkStream:
@@ -203,8 +201,7 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
             raise httpcore.ConnectTimeout(f"connecting to {path} took over {timeout} s") from exc
         except OSError as exc:
             raise httpcore.ConnectError(str(exc)) from exc
-        assert isinstance(transport, asyncio.Transport)
-        return AsyncioStream(transport, protocol)
+        return AsyncioStream(cast(asyncio.Transport, transport), protocol)
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)

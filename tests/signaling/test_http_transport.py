@@ -222,3 +222,34 @@ async def test_sdk_http_client_still_keeps_cookies_a_server_sets():
             await client.get(f"{base}/set")
             assert client.cookies.get("session") == "abc"
             assert (await client.get(f"{base}/plain")).json() == {"cookie": "yes"}
+
+
+def test_the_transport_works_on_uvloop_too(tmp_path):
+    """uvloop's transports do not subclass asyncio's (a swarm worker runs the SDK on uvloop)."""
+    uvloop = pytest.importorskip("uvloop")
+    cert, key = _self_signed(tmp_path)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head = await _read_request(reader)
+            if b"/stall" in head:
+                await asyncio.sleep(30)
+            writer.write(_response(b'{"ok":true}'))
+            await writer.drain()
+
+    async def scenario() -> None:
+        async with Server(handler) as plain, Server(handler, ssl_context=server_ctx) as tls:
+            async with httpx.AsyncClient(timeout=0.5, transport=AsyncioTransport()) as client:
+                for _ in range(3):
+                    assert (await client.get(f"http://127.0.0.1:{plain.port}/")).json() == {"ok": True}
+                with pytest.raises(httpx.ReadTimeout):
+                    await client.get(f"http://127.0.0.1:{plain.port}/stall")
+            trusting = ssl.create_default_context(cafile=str(cert))
+            async with httpx.AsyncClient(transport=AsyncioTransport(verify=trusting)) as client:
+                assert (await client.get(f"https://localhost:{tls.port}/")).json() == {"ok": True}
+            assert plain.connections == 1 and tls.connections == 1  # each kept alive
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(scenario())
