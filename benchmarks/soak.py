@@ -719,7 +719,7 @@ def soak_records(result: SoakResult, checks: list[Check], counts: dict[str, int]
                 "~= clients / throughput; coordinator in its own process, clients all in this one; a client never "
                 f"runs more than {MAX_ITERATIONS_PER_S:g} iterations/s (paced_fraction: share of client time "
                 "spent waiting for that); both processes run signaling.gc_tuning.tune_gc() unless "
-                f"CALLRT_GC=default (this run: {os.environ.get('CALLRT_GC') or 'tuned'})",
+                f"CALLRT_GC=default (this process's GC thresholds: {gc.get_threshold()})",
     }
     base_lat = f"GET /healthz round trip, same {who}, closed loop"
     records = [

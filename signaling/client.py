@@ -229,23 +229,14 @@ class Client:
         except httpx.TransportError as exc:
             raise ConnectionFailed(f"{method} {path}: coordinator unreachable at {self.url} ({exc!r})") from exc
         if response.status_code >= 400:
-            try:
-                payload = response.json()
-            except ValueError:
-                payload = response.text
-            raise error_from_payload(payload, response.status_code)
+            raise error_from_payload(_body(response), response.status_code)
         return response
 
     async def _request(self, method: str, path: str, *, json: Any = None,
                        params: Mapping[str, str] | None = None) -> Any:
         """One request; the decoded JSON body (None for 204)."""
         response = await self._send(method, path, json=json, params=params)
-        if response.status_code == 204:
-            return None
-        try:
-            return response.json()
-        except ValueError:
-            return response.text
+        return None if response.status_code == 204 else _body(response)
 
     async def _request_as(self, model: type[M], method: str, path: str, *, json: Any = None,
                           params: Mapping[str, str] | None = None) -> M:
@@ -313,6 +304,14 @@ class ServerClient(Client):
     async def list_calls(self, limit: int = 100) -> list[CallResponse]:
         return [CallResponse.model_validate(c) for c in await self._request("GET", "/video/calls",
                                                                            params={"limit": str(limit)})]
+
+
+def _body(response: httpx.Response) -> Any:
+    """The decoded JSON body, or the text when it is not JSON."""
+    try:
+        return response.json()
+    except ValueError:
+        return response.text
 
 
 @functools.cache

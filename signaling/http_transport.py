@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from typing import Any, cast
 
 import httpcore
@@ -34,14 +34,10 @@ class _StreamProtocol(asyncio.Protocol):
         self.buffer = bytearray()
         self.eof = False
         self.error: BaseException | None = None
-        self.transport: asyncio.Transport | None = None
+        self.paused = False
+        """The transport's write buffer is above its high-water mark."""
         self._waiter: asyncio.Future[None] | None = None
         self._drain: asyncio.Future[None] | None = None
-        self._paused = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports implement asyncio.Transport without subclassing it: no isinstance checks
-        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -61,10 +57,10 @@ class _StreamProtocol(asyncio.Protocol):
             self._drain.set_result(None)
 
     def pause_writing(self) -> None:
-        self._paused = True
+        self.paused = True
 
     def resume_writing(self) -> None:
-        self._paused = False
+        self.paused = False
         if self._drain is not None and not self._drain.done():
             self._drain.set_result(None)
 
@@ -80,7 +76,7 @@ class _StreamProtocol(asyncio.Protocol):
             self._waiter = None
 
     async def drain(self) -> None:
-        if not self._paused:
+        if not self.paused:
             return
         self._drain = asyncio.get_running_loop().create_future()
         try:
@@ -123,7 +119,7 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         if self._transport.is_closing():
             raise httpcore.WriteError("connection closed")
         self._transport.write(buffer)
-        if self._protocol._paused:
+        if self._protocol.paused:
             try:
                 async with asyncio.timeout(timeout):
                     await self._protocol.drain()
@@ -148,8 +144,9 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         except (OSError, ssl.SSLError) as exc:
             self._transport.close()
             raise httpcore.ConnectError(str(exc)) from exc
-        self._protocol.transport = cast(asyncio.Transport, tls)
-        return AsyncioStream(cast(asyncio.Transport, tls), self._protocol)
+        if tls is None:  # the connection closed during the handshake
+            raise httpcore.ConnectError("connection closed during the TLS handshake")
+        return AsyncioStream(_as_transport(tls), self._protocol)
 
     def get_extra_info(self, info: str) -> Any:
         if info == "is_readable":
@@ -167,6 +164,24 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         return None
 
 
+def _as_transport(transport: asyncio.BaseTransport) -> asyncio.Transport:
+    # uvloop's transports implement asyncio.Transport without subclassing it: a cast, no isinstance check
+    return cast(asyncio.Transport, transport)
+
+
+async def _connect(opening: Awaitable[tuple[asyncio.BaseTransport, _StreamProtocol]], where: str,
+                   timeout: float | None) -> AsyncioStream:
+    """Await a ``create_*connection`` call within ``timeout``, with httpcore's error types."""
+    try:
+        async with asyncio.timeout(timeout):
+            transport, protocol = await opening
+    except TimeoutError as exc:
+        raise httpcore.ConnectTimeout(f"connecting to {where} took over {timeout} s") from exc
+    except OSError as exc:
+        raise httpcore.ConnectError(str(exc)) from exc
+    return AsyncioStream(_as_transport(transport), protocol)
+
+
 class AsyncioBackend(httpcore.AsyncNetworkBackend):
     """``httpcore.AsyncNetworkBackend`` on asyncio transports (see the module doc)."""
 
@@ -175,33 +190,21 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
                           socket_options: Iterable[Any] | None = None) -> httpcore.AsyncNetworkStream:
         loop = asyncio.get_running_loop()
         local = (local_address, 0) if local_address else None
-        try:
-            async with asyncio.timeout(timeout):
-                transport, protocol = await loop.create_connection(_StreamProtocol, host, port, local_addr=local)
-        except TimeoutError as exc:
-            raise httpcore.ConnectTimeout(f"connecting to {host}:{port} took over {timeout} s") from exc
-        except OSError as exc:
-            raise httpcore.ConnectError(str(exc)) from exc
-        sock = transport.get_extra_info("socket")
+        stream = await _connect(loop.create_connection(_StreamProtocol, host, port, local_addr=local),
+                                f"{host}:{port}", timeout)
+        sock = stream._transport.get_extra_info("socket")
         if sock is not None:
             # requests are written in one piece; Nagle would hold the next one back for an ACK
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             for option in socket_options or ():
                 sock.setsockopt(*option)
-        transport.set_write_buffer_limits(high=_HIGH_WATER)
-        return AsyncioStream(cast(asyncio.Transport, transport), protocol)
+        stream._transport.set_write_buffer_limits(high=_HIGH_WATER)
+        return stream
 
     async def connect_unix_socket(self, path: str, timeout: float | None = None,
                                   socket_options: Iterable[Any] | None = None) -> httpcore.AsyncNetworkStream:
         loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(timeout):
-                transport, protocol = await loop.create_unix_connection(_StreamProtocol, path)
-        except TimeoutError as exc:
-            raise httpcore.ConnectTimeout(f"connecting to {path} took over {timeout} s") from exc
-        except OSError as exc:
-            raise httpcore.ConnectError(str(exc)) from exc
-        return AsyncioStream(cast(asyncio.Transport, transport), protocol)
+        return await _connect(loop.create_unix_connection(_StreamProtocol, path), path, timeout)
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
