@@ -22,7 +22,7 @@ from signaling.client import DEFAULT_URL, ServerClient
 from signaling.errors import InvalidRequest
 from signaling.models import CAPABILITIES, ROLES
 from signaling.swarm.cli import add_swarm_parser
-from signaling.tables import table
+from signaling.tables import print_error, table
 
 logger = logging.getLogger("callrt")
 
@@ -401,11 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = asyncio.run(result)
         return int(result or 0)
     except CallrtError as exc:
-        if args.json:
-            print(json.dumps({"error": exc.to_dict()}))
-        else:
-            print(f"callrt: error [{exc.code}]: {exc.message}", file=sys.stderr)
-        return 2
+        return print_error("callrt", exc, bool(args.json))
     except KeyboardInterrupt:
         return 130
 

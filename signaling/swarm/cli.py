@@ -181,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     import logging
 
     from media.errors import CallrtError
+    from signaling.tables import print_error
 
     p = argparse.ArgumentParser(prog="python -m signaling.swarm", description=__doc__)
     _add_credentials(p, os.environ.get("CALLRT_API_KEY"), os.environ.get("CALLRT_API_SECRET"))
@@ -191,10 +192,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run_swarm_cli(args)
     except CallrtError as exc:
-        if args.json == "-":
-            print(json.dumps({"error": exc.to_dict()}))
-        else:
-            print(f"callrt swarm: error [{exc.code}]: {exc.message}", file=sys.stderr)
-        return 2
+        return print_error("callrt swarm", exc, args.json == "-")
     except KeyboardInterrupt:
         return 130
