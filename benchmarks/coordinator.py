@@ -35,7 +35,6 @@ import contextlib
 import functools
 import json
 import logging
-import math
 import os
 import secrets
 import socket
@@ -55,7 +54,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 
-from benchmarks._report import Progress, Record, configure_logging, publish
+from benchmarks._report import Progress, Record, configure_logging, percentile, publish
 from signaling.call import Call
 from signaling.client import Client
 from signaling.models import Event
@@ -113,17 +112,6 @@ def make_plan(quick: bool, clients: int | None, watchers: int | None) -> Plan:
 
 
 # ---------------------------------------------------------------- statistics
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Linear-interpolated percentile (``q`` in 0..100) of a non-empty sequence."""
-    if not values:
-        raise ValueError("percentile of no values")
-    xs = sorted(values)
-    k = (len(xs) - 1) * q / 100.0
-    lo = math.floor(k)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
 @dataclass

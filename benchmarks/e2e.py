@@ -48,7 +48,6 @@ import argparse
 import asyncio
 import gc
 import logging
-import math
 import os
 import re
 import secrets
@@ -71,7 +70,7 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamError
 
-from benchmarks._report import Progress, Record, configure_logging, publish
+from benchmarks._report import Progress, Record, configure_logging, percentile, publish
 from devices import TestPattern, read_frame_index
 from media.frames import VideoFrame
 from signaling.client import Client
@@ -119,17 +118,6 @@ class Plan:
     @property
     def configs(self) -> list[tuple[tuple[int, int], str, int]]:
         return [(res, codec, n) for res in self.resolutions for codec in self.codecs for n in self.participants]
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Linear-interpolated percentile (``q`` in 0..100) of a non-empty sequence."""
-    if not values:
-        raise ValueError("percentile of no values")
-    xs = sorted(values)
-    k = (len(xs) - 1) * q / 100.0
-    lo = math.floor(k)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
 def _p(values: Sequence[float], q: float) -> float | None:

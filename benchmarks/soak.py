@@ -52,7 +52,7 @@ Part 2, audio calls. A fresh coordinator process; ``--audio-calls`` (default 20)
 in this process for ``--audio-seconds`` (default 60), each party publishing a ``devices.Tone`` of a
 frequency no other party uses and no video (``call.camera.disable()``). Every receiving side is
 verified at the end of the window by FFT (``devices.dominant_frequency`` of its last 2 s, within
-``signaling.demo.FREQ_TOLERANCE_HZ`` of the sender's tone) and its receive rate (frames/s over the
+``devices.tone.FREQ_TOLERANCE_HZ`` of the sender's tone) and its receive rate (frames/s over the
 window; nominal 50 for 20 ms frames) is reported. CPU per participant = this process's CPU over
 the window / (2 x calls); the coordinator's own process is measured apart. When the process cannot
 keep up (one Python process carries about one core) the received rate falls and that figure is
@@ -98,21 +98,28 @@ import psutil
 from aiortc import AudioStreamTrack, MediaStreamTrack, RTCConfiguration, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 
-from benchmarks._report import Progress, Record, configure_logging, machine_description, markdown_table
+from benchmarks._report import (
+    Progress,
+    Record,
+    configure_logging,
+    machine_description,
+    markdown_table,
+    percentile,
+)
 from benchmarks.coordinator import (
     BenchmarkError,
     ClientPool,
     Sample,
     SubprocessCoordinator,
     healthz,
-    percentile,
     process_cpu,
 )
 from devices import Tone, dominant_frequency
+from devices.tone import FREQ_TOLERANCE_HZ
 from media.errors import CallrtError
 from signaling.call import Call
 from signaling.client import Client, ServerClient
-from signaling.demo import FREQ_TOLERANCE_HZ, StreamCheck
+from signaling.demo import StreamCheck
 from signaling.errors import Conflict
 from signaling.gc_tuning import tune_gc
 from signaling.models import Event

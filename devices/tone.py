@@ -25,6 +25,11 @@ def _mono_float(samples: np.ndarray) -> np.ndarray:
     return x
 
 
+FREQ_TOLERANCE_HZ = 5.0
+"""How far ``dominant_frequency`` of a received tone may be from the sent one for the tone to count
+as verified (the demo, the soak and the swarm all check against it)."""
+
+
 def dominant_frequency(samples: np.ndarray, rate: int) -> float:
     """The strongest frequency in ``samples`` (Hz), by FFT with a Hann window.
 

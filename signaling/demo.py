@@ -22,6 +22,7 @@ import numpy as np
 import psutil
 
 from devices import TestPattern, Tone, dominant_frequency, read_frame_index
+from devices.tone import FREQ_TOLERANCE_HZ
 from media.frames import VideoFrame
 from media.source import VideoSource
 from signaling.call import Call
@@ -35,7 +36,6 @@ logger = logging.getLogger(__name__)
 
 TONE_BASE_HZ = 440.0
 TONE_STEP_HZ = 110.0
-FREQ_TOLERANCE_HZ = 5.0
 
 
 class StampedPattern(VideoSource):

@@ -22,18 +22,12 @@ from typing import Any
 import numpy as np
 
 from devices import dominant_frequency
+from devices.tone import FREQ_TOLERANCE_HZ
 from media.frames import AUDIO_SAMPLE_RATE, VideoFrame
 from signaling.swarm.stamped import BLOCK, ToneMarks, latency_ms, read_capture_ms, read_index
+from signaling.swarm.stats import percentile_r1, r1
 
-FREQ_TOLERANCE_HZ = 5.0
 RING_SAMPLES = AUDIO_SAMPLE_RATE  # the last second of each received tone, for the FFT
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
 def trend(values: list[float]) -> float | None:
@@ -202,9 +196,9 @@ def summarize_video(checks: list[VideoCheck], window_end: float) -> dict[str, An
         "frames_unreadable": sum(c.unreadable for c in checks),
         "frames_out_of_order": sum(c.out_of_order for c in checks),
         "loss": round(sum(c.lost for c in checks) / expected, 4) if expected else None,
-        "latency_ms_p50": _r(percentile(lat, 0.5)),
-        "latency_ms_p95": _r(percentile(lat, 0.95)),
-        "latency_ms_trend": _r(_worst_trend([c.latencies for c in checks])),
+        "latency_ms_p50": percentile_r1(lat, 0.5),
+        "latency_ms_p95": percentile_r1(lat, 0.95),
+        "latency_ms_trend": r1(_worst_trend([c.latencies for c in checks])),
         "verified": bool(checks) and all(c.verified > 0 and c.out_of_order == 0
                                          and c.unreadable <= max(2, c.frames // 50) for c in checks),
     }
@@ -222,9 +216,9 @@ def summarize_audio(checks: list[AudioCheck], expected_hz: dict[int, float], win
         "rate": round(statistics.fmean([stream_rate(c, window_end) for c in checks]), 2) if checks else 0.0,
         "frames": frames,
         "loss": round(lost / (in_window + lost), 4) if in_window + lost else None,
-        "latency_ms_p50": _r(percentile(lat, 0.5)),
-        "latency_ms_p95": _r(percentile(lat, 0.95)),
-        "latency_ms_trend": _r(_worst_trend([c.latencies for c in checks])),
+        "latency_ms_p50": percentile_r1(lat, 0.5),
+        "latency_ms_p95": percentile_r1(lat, 0.95),
+        "latency_ms_trend": r1(_worst_trend([c.latencies for c in checks])),
         "marks": len(lat),
         "hz": {str(s): (round(f, 1) if f is not None else None) for s, f in hz.items()},
         "verified": bool(checks) and all(
@@ -236,6 +230,3 @@ def _worst_trend(series: list[list[float]]) -> float | None:
     trends = [t for t in (trend(s) for s in series) if t is not None]
     return max(trends) if trends else None
 
-
-def _r(v: float | None) -> float | None:
-    return None if v is None else round(v, 1)

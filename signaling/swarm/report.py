@@ -19,6 +19,7 @@ from typing import Any
 from signaling.swarm.errors import ReportError
 from signaling.swarm.layout import Layout, MediaSpec
 from signaling.swarm.participant import VERDICT_ORDER, failed_result
+from signaling.swarm.stats import percentile_r1
 from signaling.swarm.worker import REPORT_KIND, REPORT_VERSION
 
 SWARM_KIND = "callrt-swarm-report"
@@ -112,13 +113,6 @@ def _median(values: list[float]) -> float | None:
     return round(statistics.median(values), 1) if values else None
 
 
-def _pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    s = sorted(values)
-    return round(s[min(len(s) - 1, int(len(s) * q))], 1)
-
-
 def _expected_rx(media: MediaSpec, per_call: int) -> float:
     """Frames per second one participant should receive."""
     per_sender = (50.0 if media.audio else 0.0) + (media.video.fps if media.video is not None else 0.0)
@@ -145,13 +139,13 @@ def summarize(workers: list[dict[str, Any]], participants: list[dict[str, Any]],
         "rate_p50": _median(col("rate")),
         "rate_min": round(min(col("rate")), 1) if col("rate") else None,
         "latency_ms_p50": _median(col("latency_ms_p50")),
-        "latency_ms_p95": _pct(col("latency_ms_p95"), 0.95),
+        "latency_ms_p95": percentile_r1(col("latency_ms_p95"), 0.95),
         "latency_ms_worst": max(col("latency_ms_p95"), default=None),
         "latency_ms_trend_worst": max(col("latency_ms_trend"), default=None),
         "loss_worst": max(col("loss"), default=None),
-        "join_ms_p50": _median(col("join_ms")), "join_ms_p95": _pct(col("join_ms"), 0.95),
+        "join_ms_p50": _median(col("join_ms")), "join_ms_p95": percentile_r1(col("join_ms"), 0.95),
         "first_frame_ms_p50": _median(col("first_frame_ms")),
-        "first_frame_ms_p95": _pct(col("first_frame_ms"), 0.95),
+        "first_frame_ms_p95": percentile_r1(col("first_frame_ms"), 0.95),
         "cpu_percent_total": round(sum(cpu), 1),
         "cpu_percent_per_participant": round(sum(cpu) / len(participants), 2) if participants and cpu else None,
         "capacity_per_core_est": _capacity(workers, cpu, expected_rx),

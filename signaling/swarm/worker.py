@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 from signaling.swarm.layout import Layout, MediaSpec, format_range, whole_calls
 from signaling.swarm.participant import Participant, Thresholds
+from signaling.swarm.stats import percentile_r1
 
 logger = logging.getLogger(__name__)
 
@@ -129,13 +130,11 @@ class Monitor:
         if self.cpu is not None:
             per = self._psutil.cpu_percent(percpu=True)
             core = per[self.cpu] if self.cpu < len(per) else None
-        lat.sort()
-        lags.sort()
         s = {
             "wall": now, "phase": phase, "joined": joined,
             "rx_audio": round(audio / span, 1), "rx_video": round(video / span, 1),
-            "latency_ms_p50": _pct(lat, 0.5), "latency_ms_p95": _pct(lat, 0.95),
-            "loop_lag_ms_p95": _pct(lags, 0.95), "cpu_percent": round(cpu, 1),
+            "latency_ms_p50": percentile_r1(lat, 0.5), "latency_ms_p95": percentile_r1(lat, 0.95),
+            "loop_lag_ms_p95": percentile_r1(lags, 0.95), "cpu_percent": round(cpu, 1),
             "core_percent": None if core is None else round(core, 1),
         }
         self.samples.append(s)
@@ -149,12 +148,6 @@ class Monitor:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-
-
-def _pct(sorted_values: list[float], q: float) -> float | None:
-    if not sorted_values:
-        return None
-    return round(sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * q))], 1)
 
 
 class Worker:
@@ -264,7 +257,7 @@ class Worker:
         assert self.window is not None
         t_open, t_close = self.window
         running = [s for s in self.monitor.samples if s["phase"] == "running"]
-        lags = sorted(self.monitor.lags)
+        lags = self.monitor.lags
 
         def mean(key: str) -> float | None:
             vals = [s[key] for s in running if s[key] is not None]
@@ -282,8 +275,8 @@ class Worker:
             "streams_started_s": round(self.streams_started_s, 2),
             "cpu_percent": mean("cpu_percent"), "core_percent": mean("core_percent"),
             "rx_frames_per_s": round(self._window_frames() / (t_close - t_open), 1) if t_close > t_open else 0.0,
-            "loop_lag_ms_p50": _pct(lags, 0.5), "loop_lag_ms_p95": _pct(lags, 0.95),
-            "loop_lag_ms_max": round(lags[-1], 1) if lags else None,
+            "loop_lag_ms_p50": percentile_r1(lags, 0.5), "loop_lag_ms_p95": percentile_r1(lags, 0.95),
+            "loop_lag_ms_max": round(max(lags), 1) if lags else None,
             "threads": self.threads, "rss_mb": round(self.rss_mb, 1),
             "timeline": [{**{k: v for k, v in s.items() if k != "wall"}, "t": round(s["wall"] - t_open, 2)}
                          for s in self.monitor.samples if s["phase"] != "leaving"],
