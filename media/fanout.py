@@ -147,11 +147,6 @@ class _SourcePump(Generic[PeerTrack]):
     def _on_unsubscribe(self) -> None:
         pass
 
-    def _stop_tracks(self) -> None:
-        for t in list(self._tracks):
-            t.stop()
-        self._tracks.clear()
-
     @property
     def state(self) -> FanoutState:
         if self._closed:
@@ -205,6 +200,9 @@ class _SourcePump(Generic[PeerTrack]):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        for t in list(self._tracks):
+            t.stop()
+        self._tracks.clear()
         self._on_close()
 
     async def __aenter__(self) -> _SourcePump:
@@ -290,7 +288,7 @@ class _SourcePump(Generic[PeerTrack]):
         pass
 
     def _on_close(self) -> None:
-        pass
+        """Release what a subclass holds (the peers' tracks are already stopped)."""
 
 
 class _EncodedPump(_SourcePump[EncodedTrack]):
@@ -432,7 +430,6 @@ class EncodedVideoFanout(_EncodedPump):
                 self.request_keyframe()
 
     def _on_close(self) -> None:
-        self._stop_tracks()
         self._worker.close(final=self.encoder.close)  # after an encode still running, if any
 
 
@@ -525,7 +522,6 @@ class EncodedAudioFanout(_EncodedPump):
                 t.offer(packet, level)
 
     def _on_close(self) -> None:
-        self._stop_tracks()
         self._encoders.clear()
 
 
@@ -563,6 +559,3 @@ class FrameFanout(_SourcePump[FrameTrack]):
         for t in self._tracks:
             if t.started:
                 t.offer(frame, video_pts)
-
-    def _on_close(self) -> None:
-        self._stop_tracks()
