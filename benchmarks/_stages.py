@@ -12,10 +12,10 @@ import time
 from collections.abc import Callable, Sequence
 
 import av
-import cv2
 import numpy as np
 
 from benchmarks._report import Progress, Record
+from media._opencv import cv2
 from media.avframes import from_av, to_av
 from media.codecs import AudioDecoder, AudioEncoder, VideoDecoder, VideoEncoder, VideoEncoderSettings
 from media.convert import Converter

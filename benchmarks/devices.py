@@ -39,10 +39,10 @@ from pathlib import Path
 from typing import Any
 
 import av
-import cv2
 import numpy as np
 
 from benchmarks._report import Progress, Record, publish
+from media._opencv import cv2
 
 ROOT = Path(__file__).resolve().parents[1]
 logger = logging.getLogger("benchmarks.devices")

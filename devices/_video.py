@@ -9,9 +9,9 @@ import threading
 import time
 
 import av
-import cv2
 import numpy as np
 
+from media._opencv import cv2
 from media.frames import VIDEO_TIME_BASE
 
 _BGR_FORMATS = {"bgr0": 4, "bgra": 4, "bgr24": 3}

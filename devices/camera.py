@@ -12,7 +12,6 @@ import os
 import threading
 import time
 
-import cv2
 import numpy as np
 
 from devices._reader import ThreadedSource
@@ -24,6 +23,7 @@ from devices.errors import (
     DeviceUnavailable,
     UnreadableFile,
 )
+from media._opencv import cv2
 from media.frames import VideoFrame
 from media.source import SourceEnded, VideoSource
 

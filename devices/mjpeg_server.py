@@ -19,9 +19,8 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import cv2
-
 from devices.pattern import TestPattern
+from media._opencv import cv2
 
 logger = logging.getLogger("devices")
 

@@ -19,11 +19,11 @@ import asyncio
 import logging
 import time
 
-import cv2
 import numpy as np
 
 from devices._threads import sleep_unless
 from devices._video import check_size, to_pts
+from media._opencv import cv2
 from media.frames import VideoFrame
 from media.source import SourceEnded, VideoSource
 

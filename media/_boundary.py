@@ -18,8 +18,8 @@ from contextlib import contextmanager
 from typing import ParamSpec, TypeVar
 
 import av
-import cv2
 
+from media._opencv import cv2
 from media.errors import MediaError
 
 logger = logging.getLogger(__name__)

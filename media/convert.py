@@ -20,10 +20,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-import cv2
 import numpy as np
 
 from media._boundary import translate
+from media._opencv import cv2
 from media.errors import ConversionError, UnsupportedFormat
 from media.frames import PlanarVideoFrame, VideoFrame
 

@@ -301,7 +301,7 @@ def _progress_line(members: list[DemoBot], elapsed: float, total: float) -> None
 
 
 def _save_snapshot(bot: DemoBot, path: str) -> None:
-    import cv2
+    from media._opencv import cv2
 
     images = []
     for remote in bot.call.remote_participants.values():

@@ -146,3 +146,32 @@ def test_bad_inputs_raise_unsupported_format() -> None:
         to_i420(np.zeros((4, 4, 4), np.uint8), "bgr24")
     with pytest.raises(UnsupportedFormat):
         to_i420(np.zeros((4, 4, 3), np.float32), "bgr24")
+
+
+def test_opencv_is_loaded_with_its_workers_told_not_to_spin() -> None:
+    """Whichever callrt module loads OpenCV first, its pool's active waits are off unless the user set them."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    # what the environment held at the moment cv2 started loading (a finder that only watches)
+    probe = textwrap.dedent("""
+        import os, sys
+        seen = []
+        class Watch:
+            def find_spec(self, name, path=None, target=None):
+                if name == "cv2":
+                    e = os.environ
+                    seen.append((e.get("OPENCV_THREAD_POOL_ACTIVE_WAIT_WORKER"),
+                                 e.get("OPENCV_THREAD_POOL_ACTIVE_WAIT_MAIN")))
+        sys.meta_path.insert(0, Watch())
+        import devices
+        print(*seen[0])
+    """)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCV_THREAD_POOL_")}
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["0", "0"]
+    env["OPENCV_THREAD_POOL_ACTIVE_WAIT_WORKER"] = "2000"  # the user's choice wins
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["2000", "0"]
