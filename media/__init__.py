@@ -12,9 +12,10 @@ Publishing (one source to many peers)::
     audio.add_to(pc)
     raw = FrameFanout(source)           # raw frames; aiortc encodes per peer
 
-Receiving audio (and, in a one-CPU process, video) is decoded on the loop::
+Received audio (and, in a one-CPU process, video) is decoded on the loop, video otherwise on
+aiortc's thread with a cheaper hand-off; decoded frames wait in bounded queues::
 
-    decode_on_loop(transceiver.receiver)   # before negotiation; idempotent
+    hook_decoder(transceiver.receiver)     # before negotiation; idempotent; "loop" or "thread"
 
 Receiving::
 
@@ -47,7 +48,7 @@ from media.errors import (
 )
 from media.fanout import EncodedAudioFanout, EncodedVideoFanout, FanoutStats, FrameFanout, PeerStats
 from media.frames import AUDIO_SAMPLE_RATE, VIDEO_TIME_BASE, AudioFrame, PlanarVideoFrame, VideoFrame
-from media.inline_decode import decode_on_loop
+from media.inline_decode import decode_on_loop, hook_decoder
 from media.sinks import AudioSink, SinkStats, VideoSink
 from media.source import AudioSource, Source, SourceEnded, VideoSource
 from media.tracks import EncodedTrack, FrameTrack, SourceTrack, prefer_codec
@@ -100,6 +101,7 @@ __all__ = [
     "float_to_int16",
     "from_av",
     "from_i420",
+    "hook_decoder",
     "int16_to_float",
     "prefer_codec",
     "resize_i420",

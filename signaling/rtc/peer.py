@@ -3,8 +3,9 @@
 The session with the smaller id offers (deterministic: no glare). Both kinds get a
 transceiver up front, so enabling a camera later never needs a new negotiation; a kind
 whose direction must change (a capability granted mid-call) is renegotiated by the offerer,
-on its own or at the answerer's request. Received audio is decoded on the loop
-(``media.inline_decode``), video too in a process pinned to one CPU.
+on its own or at the answerer's request. Received audio is decoded on the loop, video too in
+a process pinned to one CPU, otherwise on aiortc's thread with one hand-off per frame; either
+way at most a few decoded frames wait (``media.inline_decode.hook_decoder``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Literal
 
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 
-from media.inline_decode import decode_on_loop
+from media.inline_decode import hook_decoder
 from signaling.media_protocol import PeerInfo, SessionDescription
 
 if TYPE_CHECKING:
@@ -63,7 +64,7 @@ class PeerLink:
         changed = False
         for transceiver in self.pc.getTransceivers():
             kind = transceiver.kind
-            decode_on_loop(transceiver.receiver)  # before it starts receiving; idempotent
+            hook_decoder(transceiver.receiver)  # before it starts receiving; idempotent
             publisher = self.session.publishers.get(kind)
             if publisher is not None and transceiver.sender.track is None:
                 publisher.attach(transceiver)

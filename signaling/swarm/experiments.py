@@ -5,22 +5,23 @@ The swarm owns none of those packages. To measure a proposed change with the swa
 process with ``--experiment NAME``. They are off by default, patch only that worker process, and
 each stands for one change to make properly in its package:
 
-* ``receiver-handoff``: aiortc's decoder thread hands each decoded frame to the loop with
-  ``asyncio.run_coroutine_threadsafe(queue.put(frame))``, a coroutine, a task and a concurrent
-  future per frame. ``loop.call_soon_threadsafe(queue.put_nowait, frame)`` does the same job.
-  Change: upstream to aiortc, or patched by ``media`` at import.
+* ``no-remb``: video is negotiated without the abs-send-time header extension, so receivers
+  run no REMB estimator and senders no bandwidth policy (the encoder stays at the call's
+  bitrate). Measures what congestion control costs per participant on loopback, where it has
+  nothing to find. Change: none planned (a real network needs it); it sizes the estimator's
+  share before anyone rewrites it.
 
 Landed (no longer experiments): ``audio-encode-once`` and ``audio-level-numpy`` became
 ``media.fanout.EncodedAudioFanout`` (used by every publisher), ``audio-decode-inline`` became
-``media.inline_decode`` (used by ``signaling.rtc.peer``).
+``media.inline_decode`` (used by ``signaling.rtc.peer``), ``receiver-handoff`` became its
+``_ThreadDecoder`` (video decoded on aiortc's thread hands frames over with one
+``call_soon_threadsafe``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from signaling.swarm.errors import InvalidSwarmSpec
 
@@ -50,36 +51,12 @@ def _experiment(name: str, what: str) -> Callable[[Callable[[], None]], Callable
     return register
 
 
-# ---------------------------------------------------------------- receive hand-off
+# ---------------------------------------------------------------- congestion control
 
 
-@_experiment("receiver-handoff", "aiortc's decoder thread hands frames over with call_soon_threadsafe(put_nowait)")
-def _receiver_handoff() -> None:
-    import aiortc.rtcrtpreceiver as receiver_module
-    import av
-    from aiortc.codecs import get_decoder
+@_experiment("no-remb", "video negotiated without abs-send-time: no REMB estimation, fixed encoder bitrate")
+def _no_remb() -> None:
+    from aiortc.codecs import HEADER_EXTENSIONS
 
-    def decoder_worker(loop: asyncio.AbstractEventLoop, input_q: Any, output_q: asyncio.Queue[Any],
-                       decode_error: Any) -> None:
-        codec_name = None
-        decoder = None
-        while True:
-            task = input_q.get()
-            if task is None:
-                loop.call_soon_threadsafe(output_q.put_nowait, None)
-                break
-            codec, encoded_frame = task
-            if codec.name != codec_name:
-                decoder = get_decoder(codec)
-                codec_name = codec.name
-            assert decoder is not None
-            try:
-                frames = decoder.decode(encoded_frame)
-            except av.FFmpegError as exc:
-                receiver_module.logger.warning("failed to decode %s frame: %s", codec.name, exc)
-                decode_error.set()
-                continue
-            for frame in frames:
-                loop.call_soon_threadsafe(output_q.put_nowait, frame)
-
-    receiver_module.decoder_worker = decoder_worker
+    video = HEADER_EXTENSIONS["video"]
+    video[:] = [e for e in video if "abs-send-time" not in e.uri]

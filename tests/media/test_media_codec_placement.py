@@ -9,8 +9,9 @@ import threading
 import pytest
 
 from media._boundary import CODEC_THREADS_ENV, Worker, codecs_on_loop
+from media.avframes import from_av
 from media.fanout import EncodedVideoFanout
-from media.inline_decode import _InlineDecoder, decode_on_loop
+from media.inline_decode import MAX_QUEUED, _InlineDecoder, _ThreadDecoder, decode_on_loop, hook_decoder
 from media.sinks import VideoSink
 from media.testing import PatternVideoSource, read_index
 from tests.media.helpers import connect, eventually
@@ -78,4 +79,51 @@ async def test_video_encoded_and_decoded_on_the_loop_arrives_in_order(monkeypatc
                 await pc.close()
         await src.stop()
     await eventually(lambda: not any(t.name == "video-decoder" and t.name not in before
+                                     for t in threading.enumerate()), timeout=5)
+
+
+async def test_video_decoded_on_aiortc_thread_hands_frames_over_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With codec threads: decoded on aiortc's thread, in order; an unread track keeps only the newest 4."""
+    monkeypatch.setenv(CODEC_THREADS_ENV, "1")
+    before = {t.ident for t in threading.enumerate()}
+    src = PatternVideoSource(320, 240, fps=30)
+    await src.start()
+    a = b = None
+    try:
+        async with EncodedVideoFanout(src, "vp8", bitrate=400_000) as fanout:
+            hooked: list[tuple[str | None, object]] = []
+            a, b, track = await connect(fanout.add_to, lambda t: t,
+                                        on_receiver=lambda r: hooked.append((hook_decoder(r), r)))
+            [(placement, receiver)] = hooked
+            assert placement == "thread"
+            assert hook_decoder(receiver) == "thread" and decode_on_loop(receiver) is False  # idempotent
+            stand_in = receiver._RTCRtpReceiver__decoder_queue  # type: ignore[attr-defined]
+            assert isinstance(stand_in, _ThreadDecoder)
+            decoding_threads: set[str] = set()
+            own_decode = stand_in._decode
+
+            def spy(item: object) -> object:
+                decoding_threads.add(threading.current_thread().name)
+                return own_decode(item)
+
+            stand_in._decode = spy
+            # nobody reads for a while: at most MAX_QUEUED frames wait, the rest dropped oldest first
+            await eventually(lambda: stand_in.decoded >= 20, timeout=10)
+            assert decoding_threads == {"video-decoder"}  # aiortc's thread, not the loop
+            assert track._queue.qsize() <= MAX_QUEUED["video"] == 4
+            assert stand_in.dropped >= stand_in.decoded - 4 > 0
+            # what waits is the newest video, in order, and reading goes on with later frames
+            waiting = [read_index(from_av(await asyncio.wait_for(track.recv(), 5)))
+                       for _ in range(track._queue.qsize())]
+            later = [read_index(from_av(await asyncio.wait_for(track.recv(), 5))) for _ in range(10)]
+            indices = waiting + later
+            assert indices == sorted(indices) and len(set(indices)) == len(indices)
+            assert waiting[-1] >= stand_in.decoded - 10
+    finally:
+        for pc in (a, b):
+            if pc is not None:
+                await pc.close()
+        await src.stop()
+    # the receiver's stop ended the track and aiortc's thread (nothing left behind)
+    await eventually(lambda: not any(t.ident not in before and t.name == "video-decoder"
                                      for t in threading.enumerate()), timeout=5)

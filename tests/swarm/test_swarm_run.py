@@ -119,12 +119,12 @@ async def test_baseline_and_prototypes_run_verified_next_to_each_other():
     lenient = Thresholds(late_ms=5000, trend_ms=5000, min_rate=0.5, max_loss=0.5)
     opts = SwarmOptions(calls=1, per_call=2, media=MediaSpec(audio=True, video=parse_video("160x120@15")),
                         seconds=2.0, processes=1, live=False, thresholds=lenient, baseline=True, loop=LOOP,
-                        experiments=["receiver-handoff"])
+                        experiments=["no-remb"])
     report = await SwarmRunner(opts).run()
     assert set(report["runs"]) == {"callrt", "aiortc"}
     for engine, run in report["runs"].items():
         assert run["workers"][0]["loop"] == LOOP
-        assert run["workers"][0]["experiments"] == (["receiver-handoff"] if engine == "callrt" else [])
+        assert run["workers"][0]["experiments"] == (["no-remb"] if engine == "callrt" else [])
         for p in run["participants"]:
             assert p["verdict"] == "real-time" and p["audio"]["verified"] and p["video"]["verified"], (engine, p)
     text = render(report)

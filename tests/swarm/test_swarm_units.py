@@ -181,7 +181,7 @@ def test_fast_index_reader_agrees_with_devices():
 def test_unknown_experiment_is_a_typed_error():
     from signaling.swarm.experiments import EXPERIMENTS, apply
 
-    assert "receiver-handoff" in EXPERIMENTS
+    assert "no-remb" in EXPERIMENTS
     with pytest.raises(InvalidSwarmSpec, match="known ones"):
         apply(["no-such-thing"])
 
