@@ -47,7 +47,7 @@ from media.errors import (
     UnsupportedFormat,
 )
 from media.fanout import EncodedAudioFanout, EncodedVideoFanout, FanoutStats, FrameFanout, PeerStats
-from media.frames import AUDIO_SAMPLE_RATE, VIDEO_TIME_BASE, AudioFrame, PlanarVideoFrame, VideoFrame
+from media.frames import AUDIO_SAMPLE_RATE, VIDEO_TIME_BASE, AudioFrame, OpusAudioFrame, PlanarVideoFrame, VideoFrame
 from media.inline_decode import decode_on_loop, hook_decoder
 from media.sinks import AudioSink, SinkStats, VideoSink
 from media.source import AudioSource, Source, SourceEnded, VideoSource
@@ -77,6 +77,7 @@ __all__ = [
     "FrameTrack",
     "JitterBuffer",
     "MediaError",
+    "OpusAudioFrame",
     "PeerStats",
     "PipelineClosed",
     "PixelFormat",

@@ -387,6 +387,11 @@ class AudioEncoder:
                 self._next_pts = frame.pts + pos
         return out
 
+    @property
+    def pending_samples(self) -> int:
+        """Samples per channel buffered towards the next packet (0: at a packet boundary)."""
+        return self._fill
+
     def encode_block(self, block: np.ndarray, pts: int) -> list[av.Packet]:
         """Encode exactly one packet's worth of interleaved int16 samples (no buffering)."""
         self._next_pts = pts

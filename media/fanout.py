@@ -30,6 +30,8 @@ Opus encoder, an executor hop per 20 ms frame and a pure-Python audio-level loop
 frame on the event loop); with 50 two-party calls on 2 cores that decided between every
 participant real-time and none (``callrt swarm``, README). Opus encoding runs inline on the
 loop: ~40-90 us per 20 ms packet costs less than the two thread switches a worker hop takes.
+A source that already has the packet (an ``OpusAudioFrame``: pre-encoded bot media, a replay)
+skips the encoder: its packet goes out as it is, on the same RTP clock.
 
 ``FrameFanout`` is the same pump for raw frames: each peer's ``FrameTrack`` hands ``av`` frames
 to aiortc, which encodes per peer.
@@ -51,9 +53,16 @@ from aiortc import RTCPeerConnection, RTCRtpSender
 from media._boundary import Worker, translate
 from media.audio import Resampler
 from media.avframes import to_av
-from media.codecs import AudioEncoder, AudioEncoderSettings, VideoCodecName, VideoEncoder, VideoEncoderSettings
+from media.codecs import (
+    OPUS_TIME_BASE,
+    AudioEncoder,
+    AudioEncoderSettings,
+    VideoCodecName,
+    VideoEncoder,
+    VideoEncoderSettings,
+)
 from media.errors import EncodeError, MediaError, PipelineClosed
-from media.frames import AUDIO_SAMPLE_RATE, AudioFrame, VideoFrame
+from media.frames import AUDIO_SAMPLE_RATE, AudioFrame, OpusAudioFrame, VideoFrame
 from media.source import Source, SourceEnded, VideoSource
 from media.tracks import EncodedTrack, FrameTrack, prefer_codec
 
@@ -467,7 +476,9 @@ class EncodedAudioFanout(_EncodedPump):
         self._src_next: int | None = None
         self.frames_handled = 0
         self.packets = 0
-        """Opus packets encoded (once each, whatever the number of peers)."""
+        """Opus packets sent (encoded once each, or passed through, whatever the number of peers)."""
+        self.passed_through = 0
+        """Of those, packets an ``OpusAudioFrame`` brought ready-made (not encoded here)."""
 
     def _new_track(self) -> EncodedTrack:
         return EncodedTrack(self, "opus", self.queue_size, kind="audio")
@@ -496,6 +507,8 @@ class EncodedAudioFanout(_EncodedPump):
             if self._src_next is not None and frame.pts > self._src_next:
                 self._rtp_pts += frame.pts - self._src_next  # the source skipped samples: keep the gap
             self._src_next = frame.pts + frame.num_samples
+            if self._takes_as_is(frame):
+                return self._as_is(frame)  # type: ignore[arg-type]
             frames = [frame]
         else:
             channels = min(frame.channels, 2)
@@ -508,6 +521,24 @@ class EncodedAudioFanout(_EncodedPump):
             packets += self._encoder(f.channels).encode(rtp_frame)
             self._rtp_pts += f.num_samples
         return packets, audio_level_dbov(frame.samples)
+
+    def _takes_as_is(self, frame: AudioFrame) -> bool:
+        """A pre-encoded 48 kHz frame of exactly one packet, at a packet boundary of our encoder."""
+        if not isinstance(frame, OpusAudioFrame) or not frame.opus:
+            return False
+        if frame.num_samples != AUDIO_SAMPLE_RATE * self.settings.frame_ms // 1000:
+            return False
+        enc = self._encoders.get(frame.channels)
+        return enc is None or enc.pending_samples == 0
+
+    def _as_is(self, frame: OpusAudioFrame) -> tuple[list[av.Packet], int]:
+        packet = av.Packet(frame.opus)
+        packet.pts = self._rtp_pts
+        packet.time_base = OPUS_TIME_BASE
+        self._rtp_pts += frame.num_samples
+        self.passed_through += 1
+        level = frame.level if frame.level is not None else audio_level_dbov(frame.samples)
+        return [packet], level
 
     async def _handle(self, frame: AudioFrame, pts: int) -> None:
         encoded = self._encoded_peers(frame, None)

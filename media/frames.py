@@ -131,6 +131,22 @@ class AudioFrame:
         return Fraction(1, self.sample_rate)
 
 
+@dataclass(slots=True)
+class OpusAudioFrame(AudioFrame):
+    """An ``AudioFrame`` that also carries its Opus packet, encoded ahead of time.
+
+    A source that replays audio it (or someone) encoded before (synthetic bot media, a recording)
+    hands these out: ``media.fanout.EncodedAudioFanout`` sends ``opus`` as it is, without encoding
+    the samples again, when the frame is exactly one packet long at 48 kHz. The samples stay the
+    truth for everything else: peers that negotiated another codec, playout, levels.
+    """
+
+    opus: bytes = b""
+    """One Opus packet holding exactly these samples (empty: encode the samples as usual)."""
+    level: int | None = None
+    """Audio level in -dBov (0 loudest, -127 silence) for the RFC 6464 extension; None: computed."""
+
+
 _DATA_SLOT = VideoFrame.__dict__["data"]  # the dataclass slot under PlanarVideoFrame's lazy property
 
 

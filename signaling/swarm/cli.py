@@ -32,6 +32,9 @@ def add_options(p: argparse.ArgumentParser) -> None:
                    "640x480@30 (default none)")
     g.add_argument("--codec", choices=["vp8", "h264"], default="vp8")
     g.add_argument("--bitrate", type=int, default=800_000, help="video bits/s (default 800000)")
+    g.add_argument("--audio-encoding", choices=["replay", "live"], default="replay",
+                   help="callrt bots send their tone encoded once at start (replay, default) or encode it "
+                        "live like a microphone (live); the aiortc baseline always encodes live")
     g = p.add_argument_group("processes")
     g.add_argument("--processes", type=int, default=None, help="workers (default: one per core)")
     g.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin each worker to a core")
@@ -98,7 +101,8 @@ def _thresholds(args: argparse.Namespace) -> Any:
 
 
 def _media(args: argparse.Namespace) -> MediaSpec:
-    return MediaSpec(audio=args.audio, video=parse_video(args.video), codec=args.codec, bitrate=args.bitrate)
+    return MediaSpec(audio=args.audio, video=parse_video(args.video), codec=args.codec, bitrate=args.bitrate,
+                     audio_encoding=args.audio_encoding)
 
 
 def _emit(args: argparse.Namespace, report: dict[str, Any], text: str) -> None:

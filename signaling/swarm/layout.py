@@ -78,17 +78,22 @@ class MediaSpec:
     codec: Literal["vp8", "h264"] = "vp8"
     bitrate: int = 800_000
     """Video target bits per second."""
+    audio_encoding: Literal["replay", "live"] = "replay"
+    """callrt bots: send their marked tone encoded once at start (``replay``) or encode it live."""
 
     def __post_init__(self) -> None:
         if not self.audio and self.video is None:
             raise InvalidSwarmSpec("nothing to send: give --audio and/or --video WxH@fps")
         if self.codec not in ("vp8", "h264"):
             raise InvalidSwarmSpec(f"--codec {self.codec!r}: vp8 or h264")
+        if self.audio_encoding not in ("replay", "live"):
+            raise InvalidSwarmSpec(f"--audio-encoding {self.audio_encoding!r}: replay or live")
 
     def describe(self) -> str:
         parts = []
         if self.audio:
-            parts.append("audio opus 48 kHz mono")
+            replay = " (pre-encoded replay)" if self.audio_encoding == "replay" else ""
+            parts.append(f"audio opus 48 kHz mono{replay}")
         if self.video is not None:
             parts.append(f"video {self.codec} {self.video}")
         return " + ".join(parts)
@@ -101,7 +106,7 @@ class MediaSpec:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MediaSpec:
         return cls(audio=bool(d["audio"]), video=parse_video(d.get("video")), codec=d.get("codec", "vp8"),
-                   bitrate=int(d.get("bitrate", 800_000)))
+                   bitrate=int(d.get("bitrate", 800_000)), audio_encoding=d.get("audio_encoding", "replay"))
 
 
 @dataclass(frozen=True)

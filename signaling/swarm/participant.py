@@ -34,7 +34,8 @@ class Thresholds:
 class Participant:
     """Sources, checks and timings of participant ``index``; an engine makes it join and leave."""
 
-    def __init__(self, index: int, layout: Layout, media: MediaSpec, timeline: Timeline) -> None:
+    def __init__(self, index: int, layout: Layout, media: MediaSpec, timeline: Timeline, *,
+                 preencode_audio: bool = False) -> None:
         self.index = index
         self.layout = layout
         self.media = media
@@ -42,7 +43,8 @@ class Participant:
         self.user_id = layout.user_id(index)
         self.call = layout.call_of(index)
         phase = layout.phase(index)
-        self.tone = MarkedTone(layout.tone_hz(index), phase=phase) if media.audio else None
+        self.tone = (MarkedTone(layout.tone_hz(index), phase=phase, preencode=preencode_audio)
+                     if media.audio else None)
         v = media.video
         self.pattern = StampedTestPattern(v.width, v.height, v.fps, phase=phase) if v is not None else None
         self.peers = layout.peers(index)

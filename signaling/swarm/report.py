@@ -196,6 +196,13 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------- text
 
 
+def _warmup(w: dict[str, Any]) -> str:
+    """Seconds between the last stream starting and the window opening; flagged when the loop never settled."""
+    if w.get("warmup_s") is None:
+        return "-"
+    return f"{w['warmup_s']:.1f}" + ("" if w.get("settled") else " (unsettled)")
+
+
 def _f(v: Any, unit: str = "", digits: int = 0) -> str:
     if v is None:
         return "-"
@@ -260,13 +267,13 @@ def render(report: dict[str, Any], *, all_rows: bool = False) -> str:
                           f"{w['participants_range'][1] - 1}", f"{rt}/{n}", _f(w.get("rx_frames_per_s")),
                           _f(w.get("cpu_percent")), _f(w.get("core_percent")),
                           f"{_f(w.get('loop_lag_ms_p50'), digits=1)} / {_f(w.get('loop_lag_ms_p95'), digits=1)} / "
-                          f"{_f(w.get('loop_lag_ms_max'))}", _f(w.get("threads")),
+                          f"{_f(w.get('loop_lag_ms_max'))}", _f(w.get("threads")), _warmup(w),
                           "interrupted" if w.get("interrupted") else ""])
         for f in runs[e]["failures"]:
             wrows.append([ENGINE_LABEL[e], f["worker"], "-", f"{f['range'][0]}-{f['range'][1] - 1}", "0", "-", "-",
-                          "-", "-", "-", f"FAILED: {f['reason']}"])
+                          "-", "-", "-", "-", f"FAILED: {f['reason']}"])
     lines.append(_table(wrows, ["engine", "worker", "core", "participants", "real-time", "rx/s", "CPU %",
-                                "core %", "loop lag p50/p95/max ms", "threads", ""]))
+                                "core %", "loop lag p50/p95/max ms", "threads", "warm-up s", ""]))
     lines += ["", *_participant_table(runs, engines, all_rows)]
     if report.get("targets"):
         lines += ["", "targets (issue 7; printed, not asserted)"]

@@ -37,7 +37,10 @@ import numpy as np
 
 from devices import TestPattern
 from devices.pattern import _check as _index_check  # TestPattern's check value (see read_index)
-from media.frames import AUDIO_SAMPLE_RATE, AudioFrame, VideoFrame
+from media.codecs import AudioEncoder, AudioEncoderSettings
+from media.errors import EncodeError
+from media.fanout import audio_level_dbov
+from media.frames import AUDIO_SAMPLE_RATE, AudioFrame, OpusAudioFrame, VideoFrame
 from media.source import AudioSource, SourceEnded, VideoSource
 
 STAMP_BITS = 24
@@ -290,10 +293,15 @@ class MarkedTone(_GridSource, AudioSource):
     """A mono 48 kHz sine of ``frequency`` Hz with timing marks every second (module doc).
 
     With a frequency that is a multiple of 50 Hz every 20 ms block is the same read-only array:
-    nothing is synthesised or allocated per frame.
+    nothing is synthesised or allocated per frame. Such a tone is also periodic on the wall-clock
+    grid: its blocks repeat every ``MARK_MODULUS`` seconds. With ``preencode=True`` it is encoded
+    once, at the first ``start()`` (one cycle, 800 Opus packets, after a one-second warm-up so the
+    cycle joins up seamlessly), and ``recv()`` hands out ``OpusAudioFrame``s that carry their
+    packet: the publishing fan-out sends them without encoding anything (what a load-testing tool
+    replaying recorded media does). Other frequencies are encoded live as usual.
     """
 
-    def __init__(self, frequency: float, level: float = 0.3, *, phase: float = 0.0) -> None:
+    def __init__(self, frequency: float, level: float = 0.3, *, phase: float = 0.0, preencode: bool = False) -> None:
         if not 0.0 < frequency < AUDIO_SAMPLE_RATE / 2:
             raise ValueError(f"frequency must be in (0, {AUDIO_SAMPLE_RATE // 2}) Hz")
         self.frequency = frequency
@@ -304,6 +312,10 @@ class MarkedTone(_GridSource, AudioSource):
         self._tone = self._synth(0)
         self._silence = np.zeros((BLOCK, 1), np.int16)
         self._silence.flags.writeable = False
+        self.preencode = preencode and self._fixed
+        self._cycle: list[bytes] = []
+        """Opus packet of each block of the mark cycle (index: grid slot mod ``CYCLE_BLOCKS``)."""
+        self._levels = (audio_level_dbov(self._tone), audio_level_dbov(self._silence))
 
     def _synth(self, n: int) -> np.ndarray:
         t = np.arange(BLOCK, dtype=np.float64) + n * BLOCK
@@ -321,24 +333,67 @@ class MarkedTone(_GridSource, AudioSource):
         """Where in each second (of the wall clock) this source's marks start."""
         return mark_offset(self.clock.phase)
 
+    def grid_slot(self, n: int) -> int:
+        """Block ``n``'s slot on the wall clock: 50 a second, slot 0 at the epoch plus ``offset_s``."""
+        return round((self.clock.wall_time(n) - self.offset_s) * 1000 / BLOCK_MS)
+
     def is_silent(self, n: int) -> bool:
         """Whether block ``n`` (scheduled at ``clock.wall_time(n)``) is part of a mark."""
-        t = self.clock.wall_time(n) - self.offset_s
-        second = math.floor(t + 1e-6)
-        pos = round((t - second) * 1000 / BLOCK_MS)
-        if pos >= 1000 // BLOCK_MS:
-            second, pos = second + 1, 0
-        gap = MARK_GAP_BASE + second % MARK_MODULUS
-        return pos < MARK_BLOCKS or gap <= pos < gap + MARK_BLOCKS
+        return slot_is_silent(self.grid_slot(n))
+
+    async def start(self) -> None:
+        await super().start()
+        await self.prepare()
+
+    async def prepare(self) -> None:
+        """Encode the cycle now (``preencode``; ``start()`` does it otherwise), off the event loop."""
+        if self.preencode and not self._cycle:
+            await asyncio.to_thread(self.prepare_blocking)
+
+    def prepare_blocking(self) -> None:
+        """``prepare()`` on the calling thread (~850 Opus encodes: 70-120 ms on the 2-core VM)."""
+        if self.preencode and not self._cycle:
+            self._cycle = self._encode_cycle()
+
+    def _encode_cycle(self) -> list[bytes]:
+        encoder = AudioEncoder(AudioEncoderSettings(channels=1))
+        packets: list[bytes] = []
+        per_second = 1000 // BLOCK_MS
+        for slot in range(-per_second, CYCLE_BLOCKS):  # the cycle's last second first: a seamless loop
+            block = self._silence if slot_is_silent(slot % CYCLE_BLOCKS) else self._tone
+            out = encoder.encode_block(block, (slot + per_second) * BLOCK)
+            if slot >= 0:
+                if len(out) != 1:
+                    raise EncodeError(f"opus gave {len(out)} packets for one 20 ms block")
+                packets.append(bytes(out[0]))
+        return packets
 
     async def recv(self) -> AudioFrame:
         n = await self._slot()
-        if self.is_silent(n):
+        capture = self.clock.wall_time(n)
+        slot = self.grid_slot(n)
+        silent = slot_is_silent(slot)
+        if silent:
             samples = self._silence
         else:
             samples = self._tone if self._fixed else self._synth(n)
-        return AudioFrame(samples=samples, sample_rate=AUDIO_SAMPLE_RATE, pts=n * BLOCK,
-                          capture_time=self.clock.wall_time(n))
+        if self._cycle:
+            return OpusAudioFrame(samples=samples, sample_rate=AUDIO_SAMPLE_RATE, pts=n * BLOCK,
+                                  capture_time=capture, opus=self._cycle[slot % CYCLE_BLOCKS],
+                                  level=self._levels[silent])
+        return AudioFrame(samples=samples, sample_rate=AUDIO_SAMPLE_RATE, pts=n * BLOCK, capture_time=capture)
+
+
+CYCLE_BLOCKS = MARK_MODULUS * 1000 // BLOCK_MS
+"""Blocks in one cycle of the marks (16 s): a tone of a multiple of 50 Hz repeats after it."""
+
+
+def slot_is_silent(slot: int) -> bool:
+    """Whether the block in wall-clock grid slot ``slot`` (``MarkedTone.grid_slot``) is part of a mark."""
+    per_second = 1000 // BLOCK_MS
+    second, pos = divmod(slot, per_second)
+    gap = MARK_GAP_BASE + second % MARK_MODULUS
+    return pos < MARK_BLOCKS or gap <= pos < gap + MARK_BLOCKS
 
 
 def mark_offset(phase: float) -> float:

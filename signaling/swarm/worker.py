@@ -39,7 +39,14 @@ REPORT_VERSION = 1
 LAG_INTERVAL_S = 0.02
 JOIN_TIMEOUT_S = 30.0
 WARMUP_S = 1.0
-"""After every expected stream delivered its first frame, before the measuring window opens."""
+"""After every expected stream delivered its first frame, at least this long before the measuring
+window opens; then until the event loop has settled (``SETTLED_LAG_MS``), ``WARMUP_MAX_S`` at most."""
+SETTLED_LAG_MS = 10.0
+"""The loop counts as settled once a whole second's loop-lag p95 is at most this. All participants
+joining at once leave a backlog (seen with 100 audio bots: latency p95 ~700 ms at 1 s after the
+last stream started, 85 ms two seconds later, steady after); the window measures steady state."""
+WARMUP_MAX_S = 10.0
+"""A worker that never settles opens its window after this anyway: its overload is then measured."""
 STREAMS_START_TIMEOUT_S = 20.0
 """At most this long after the joins for every stream to start; the window opens anyway after it
 (a stream that never started is then reported, not waited for). Peer connections finish ICE and
@@ -158,13 +165,18 @@ class Worker:
 
         self.opts = opts
         self.timeline = Timeline()
-        self.participants = [Participant(k, opts.layout, opts.media, self.timeline) for k in opts.participants]
+        preencode = opts.engine == "callrt" and opts.media.audio_encoding == "replay"
+        self.participants = [Participant(k, opts.layout, opts.media, self.timeline, preencode_audio=preencode)
+                             for k in opts.participants]
         self.stop = asyncio.Event()
         self.interrupted = False
         self.monitor = Monitor(self.timeline, opts.cpu)
         self.phase = "starting"
         self.window: tuple[float, float] | None = None
         self.streams_started_s = 0.0
+        self.warmup_s = 0.0
+        self.settled = False
+        """Whether the loop settled before the window opened (else ``WARMUP_MAX_S`` ran out)."""
         """Seconds from the end of the joins until every expected stream delivered a first frame."""
         self.threads = 0
         self.rss_mb = 0.0
@@ -193,6 +205,7 @@ class Worker:
         ticker = asyncio.get_running_loop().create_task(self._tick(), name="swarm-ticker")
         engine = self._engine()
         try:
+            await self._prepare()
             self.phase = "joining"
             await engine.join()
             t_joined = time.monotonic()
@@ -202,8 +215,7 @@ class Worker:
                     async with asyncio.timeout(0.1):
                         await self.stop.wait()
             self.streams_started_s = time.monotonic() - t_joined
-            with contextlib.suppress(TimeoutError):  # warm-up: jitter buffers and encoder rates settle
-                await asyncio.wait_for(self.stop.wait(), WARMUP_S)
+            await self._warm_up()
             if not self.stop.is_set():
                 self.phase = "running"
                 for p in self.participants:
@@ -227,6 +239,35 @@ class Worker:
             await asyncio.gather(ticker, return_exceptions=True)
             await self.monitor.aclose()
         return self.report()
+
+    async def _warm_up(self) -> None:
+        """Let jitter buffers, encoder rates and the join backlog settle (``WARMUP_S``, ``SETTLED_LAG_MS``)."""
+        t0, wall0 = time.monotonic(), time.time()
+        while not self.stop.is_set() and time.monotonic() - t0 < WARMUP_MAX_S:
+            with contextlib.suppress(TimeoutError):  # wakes at once on SIGINT
+                async with asyncio.timeout(0.1):
+                    await self.stop.wait()
+            last = self.monitor.samples[-1] if self.monitor.samples else None
+            if (time.monotonic() - t0 >= WARMUP_S and last is not None and last["wall"] - 1.0 >= wall0
+                    and last["loop_lag_ms_p95"] is not None and last["loop_lag_ms_p95"] <= SETTLED_LAG_MS):
+                self.settled = True
+                break
+        self.warmup_s = time.monotonic() - t0
+
+    async def _prepare(self) -> None:
+        """Pre-encode the bots' tones before anyone joins (one thread, so joins do not compete with it)."""
+        tones = [p.tone for p in self.participants if p.tone is not None and p.tone.preencode]
+        if not tones:
+            return
+        self.phase = "preparing"
+        t0 = time.monotonic()
+
+        def encode_all() -> None:
+            for t in tones:
+                t.prepare_blocking()
+
+        await asyncio.to_thread(encode_all)
+        logger.info("worker %d: %d tones pre-encoded in %.1f s", self.opts.index, len(tones), time.monotonic() - t0)
 
     def _engine(self) -> _Engine:
         if self.opts.engine == "aiortc":
@@ -273,6 +314,7 @@ class Worker:
             "media": opts.media.as_dict(), "seconds": opts.seconds, "thresholds": opts.thresholds.as_dict(),
             "window": [t_open, t_close], "interrupted": self.interrupted,
             "streams_started_s": round(self.streams_started_s, 2),
+            "warmup_s": round(self.warmup_s, 2), "settled": self.settled,
             "cpu_percent": mean("cpu_percent"), "core_percent": mean("core_percent"),
             "rx_frames_per_s": round(self._window_frames() / (t_close - t_open), 1) if t_close > t_open else 0.0,
             "loop_lag_ms_p50": percentile_r1(lags, 0.5), "loop_lag_ms_p95": percentile_r1(lags, 0.95),

@@ -11,8 +11,9 @@ from aiortc import RTCRtpSender
 from aiortc.rtp import compute_audio_level_dbov
 
 from media.avframes import audio_to_av
+from media.codecs import AudioEncoder, AudioEncoderSettings
 from media.fanout import EncodedAudioFanout, audio_level_dbov
-from media.frames import AudioFrame
+from media.frames import AudioFrame, OpusAudioFrame
 from media.inline_decode import MAX_QUEUED, _InlineDecoder, decode_on_loop
 from media.sinks import AudioSink
 from media.testing import ToneAudioSource, dominant_frequency
@@ -156,3 +157,58 @@ async def test_a_consumer_that_falls_behind_loses_old_audio_not_latency() -> Non
             await a.close()
             await b.close()
     await tone.stop()
+
+
+class _PreencodedTone(ToneAudioSource):
+    """A 660 Hz tone whose frames carry Opus packets of a 990 Hz tone: what a receiver hears tells which was sent."""
+
+    def __init__(self, frame_ms: int = 20) -> None:
+        super().__init__(660.0, channels=1, frame_ms=frame_ms)
+        self._encoder = AudioEncoder(AudioEncoderSettings(channels=1))
+
+    async def recv(self) -> AudioFrame:
+        frame = await super().recv()
+        n = frame.num_samples
+        t = (np.arange(n) + frame.pts) / frame.sample_rate
+        other = (np.sin(2 * np.pi * 990.0 * t) * 0.3 * 32767).astype(np.int16).reshape(-1, 1)
+        packets = self._encoder.encode(AudioFrame(other, frame.sample_rate, frame.pts))
+        opus = bytes(packets[0]) if len(packets) == 1 else b""
+        return OpusAudioFrame(frame.samples, frame.sample_rate, frame.pts, frame.capture_time, opus=opus, level=-7)
+
+
+async def test_a_pre_encoded_frame_is_sent_as_it_is_and_its_samples_serve_the_rest() -> None:
+    src = _PreencodedTone(frame_ms=20)
+    await src.start()
+    pcs = []
+    try:
+        async with EncodedAudioFanout(src) as fanout:
+            a, b, sink = await connect(fanout.add_to, lambda t: AudioSink(t, maxsize=200))
+            pcs += [a, b]
+            hz, _ = await tone_of(sink)
+            assert abs(hz - 990) < 10  # the packet went out, not an encoding of the 660 Hz samples
+            assert fanout.passed_through == fanout.packets > 20
+            assert fanout._encoders == {}  # nothing was encoded here
+            assert next(iter(fanout.tracks))._last_level == -7  # the frame's own level, not recomputed
+            await sink.aclose()
+    finally:
+        await src.stop()
+        for pc in pcs:
+            await pc.close()
+
+
+async def test_pre_encoded_frames_that_are_not_one_packet_are_encoded_from_their_samples() -> None:
+    src = _PreencodedTone(frame_ms=10)  # 10 ms frames cannot be one 20 ms packet
+    await src.start()
+    pcs = []
+    try:
+        async with EncodedAudioFanout(src) as fanout:
+            a, b, sink = await connect(fanout.add_to, lambda t: AudioSink(t, maxsize=200))
+            pcs += [a, b]
+            hz, _ = await tone_of(sink)
+            assert abs(hz - 660) < 10
+            assert fanout.passed_through == 0 and fanout.packets > 10
+            await sink.aclose()
+    finally:
+        await src.stop()
+        for pc in pcs:
+            await pc.close()

@@ -33,8 +33,12 @@ async def test_small_swarm_verifies_every_participant(tmp_path):
     run = report["runs"]["callrt"]
     assert [w["worker"] for w in run["workers"]] == [0, 1] and {w["cpu"] for w in run["workers"]} <= {0, 1}
     # the window opened once every expected stream had delivered a first frame (not on a timeout)
-    from signaling.swarm.worker import STREAMS_START_TIMEOUT_S
+    from signaling.swarm.worker import STREAMS_START_TIMEOUT_S, WARMUP_MAX_S, WARMUP_S
     assert all(0 <= w["streams_started_s"] < STREAMS_START_TIMEOUT_S for w in run["workers"])
+    # then a warm-up of at least WARMUP_S, ended by a settled loop or by WARMUP_MAX_S
+    assert all(WARMUP_S <= w["warmup_s"] <= WARMUP_MAX_S + 1 and isinstance(w["settled"], bool)
+               for w in run["workers"])
+    assert all(w["settled"] or w["warmup_s"] >= WARMUP_MAX_S for w in run["workers"])
     assert len(run["participants"]) == 6 and not run["failures"]
     for p in run["participants"]:
         assert p["verdict"] == "real-time", p
@@ -117,7 +121,8 @@ def test_sigint_leaves_no_process_behind(tmp_path):
 
 async def test_baseline_and_prototypes_run_verified_next_to_each_other():
     lenient = Thresholds(late_ms=5000, trend_ms=5000, min_rate=0.5, max_loss=0.5)
-    opts = SwarmOptions(calls=1, per_call=2, media=MediaSpec(audio=True, video=parse_video("160x120@15")),
+    opts = SwarmOptions(calls=1, per_call=2, media=MediaSpec(audio=True, video=parse_video("160x120@15"),
+                                                            audio_encoding="live"),
                         seconds=2.0, processes=1, live=False, thresholds=lenient, baseline=True, loop=LOOP,
                         experiments=["no-remb"])
     report = await SwarmRunner(opts).run()

@@ -10,14 +10,22 @@ import pytest
 
 from devices import read_frame_index
 from media.codecs import AudioDecoder, AudioEncoder, VideoDecoder, VideoEncoder, VideoEncoderSettings
-from media.frames import VideoFrame
+from media.frames import OpusAudioFrame, VideoFrame
 from media.source import SourceEnded
 from signaling.swarm.cli import add_swarm_parser
 from signaling.swarm.errors import InvalidSwarmSpec, ReportError
 from signaling.swarm.layout import Layout, MediaSpec, parse_range, parse_video, split, whole_calls
 from signaling.swarm.participant import Thresholds, failed_result, verdict
 from signaling.swarm.report import merge, render
-from signaling.swarm.stamped import STAMP_MODULUS, MarkedTone, StampedTestPattern, ToneMarks, read_capture_ms
+from signaling.swarm.stamped import (
+    CYCLE_BLOCKS,
+    STAMP_MODULUS,
+    MarkedTone,
+    StampedTestPattern,
+    ToneMarks,
+    read_capture_ms,
+    slot_is_silent,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -81,6 +89,35 @@ async def test_tone_marks_give_latency_through_opus():
         await tone.stop()
     assert latencies, "no mark pair detected"
     assert all(abs(lat - 50.0) <= 25.0 for lat in latencies), latencies
+
+
+async def test_a_pre_encoded_tone_sends_its_marks_without_an_encoder():
+    """``preencode``: one cycle encoded at start; the packets of the frames give the same latency marks."""
+    tone = MarkedTone(450.0, phase=0.375, preencode=True)
+    marks = ToneMarks(tone.offset_s)
+    decoder = AudioDecoder(channels=2)
+    await tone.start()
+    assert len(tone._cycle) == CYCLE_BLOCKS == 800
+    latencies = []
+    try:
+        for _ in range(110):  # 2.2 s: at least one complete pair of marks
+            frame = await tone.recv()
+            assert isinstance(frame, OpusAudioFrame)
+            slot = tone.grid_slot(frame.pts // 960)
+            assert frame.opus == tone._cycle[slot % CYCLE_BLOCKS]
+            silent = slot_is_silent(slot)
+            assert silent == (not frame.samples.any()) == (frame.level == -127)
+            for block in decoder.decode(frame.opus, pts=frame.pts):
+                x = block.samples[:, 0].astype(np.float64)
+                lat = marks.push(block.pts, float(np.sqrt(np.mean(x * x))), frame.capture_time + 0.050)
+                if lat is not None:
+                    latencies.append(lat)
+    finally:
+        await tone.stop()
+    assert latencies, "no mark pair detected"
+    assert all(abs(lat - 50.0) <= 25.0 for lat in latencies), latencies
+    # a tone that does not repeat on the 20 ms grid is encoded live, as a microphone would be
+    assert MarkedTone(455.0, preencode=True).preencode is False
 
 
 async def test_stop_ends_a_recv_that_waits_for_its_frame():
