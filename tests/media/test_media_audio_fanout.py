@@ -176,8 +176,12 @@ class _PreencodedTone(ToneAudioSource):
         return OpusAudioFrame(frame.samples, frame.sample_rate, frame.pts, frame.capture_time, opus=opus, level=-7)
 
 
-async def test_a_pre_encoded_frame_is_sent_as_it_is_and_its_samples_serve_the_rest() -> None:
-    src = _PreencodedTone(frame_ms=20)
+@pytest.mark.parametrize(("frame_ms", "heard_hz"), [(20, 990.0), (10, 660.0)], ids=["one-packet", "10ms"])
+async def test_a_pre_encoded_frame_is_sent_as_it_is_and_its_samples_serve_the_rest(frame_ms: int,
+                                                                                    heard_hz: float) -> None:
+    """20 ms frames: their packets go out (990 Hz heard). 10 ms frames cannot be one 20 ms packet:
+    their samples are encoded (660 Hz heard)."""
+    src = _PreencodedTone(frame_ms=frame_ms)
     await src.start()
     pcs = []
     try:
@@ -185,28 +189,13 @@ async def test_a_pre_encoded_frame_is_sent_as_it_is_and_its_samples_serve_the_re
             a, b, sink = await connect(fanout.add_to, lambda t: AudioSink(t, maxsize=200))
             pcs += [a, b]
             hz, _ = await tone_of(sink)
-            assert abs(hz - 990) < 10  # the packet went out, not an encoding of the 660 Hz samples
-            assert fanout.passed_through == fanout.packets > 20
-            assert fanout._encoders == {}  # nothing was encoded here
-            assert next(iter(fanout.tracks))._last_level == -7  # the frame's own level, not recomputed
-            await sink.aclose()
-    finally:
-        await src.stop()
-        for pc in pcs:
-            await pc.close()
-
-
-async def test_pre_encoded_frames_that_are_not_one_packet_are_encoded_from_their_samples() -> None:
-    src = _PreencodedTone(frame_ms=10)  # 10 ms frames cannot be one 20 ms packet
-    await src.start()
-    pcs = []
-    try:
-        async with EncodedAudioFanout(src) as fanout:
-            a, b, sink = await connect(fanout.add_to, lambda t: AudioSink(t, maxsize=200))
-            pcs += [a, b]
-            hz, _ = await tone_of(sink)
-            assert abs(hz - 660) < 10
-            assert fanout.passed_through == 0 and fanout.packets > 10
+            assert abs(hz - heard_hz) < 10
+            if frame_ms == 20:
+                assert fanout.passed_through == fanout.packets > 20
+                assert fanout._encoders == {}  # nothing was encoded here
+                assert next(iter(fanout.tracks))._last_level == -7  # the frame's own level, not recomputed
+            else:
+                assert fanout.passed_through == 0 and fanout.packets > 10
             await sink.aclose()
     finally:
         await src.stop()

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 
@@ -49,81 +52,77 @@ async def test_inline_worker_runs_on_the_loop_and_closes_with_its_final_call() -
         await w.run(int)
 
 
+@contextlib.asynccontextmanager
+async def _pattern_to_one_peer(wrap: Callable[[Any], Any]) -> AsyncIterator[tuple[EncodedVideoFanout, Any, Any]]:
+    """A 320x240 pattern through a VP8 fan-out to one loopback peer whose receiver gets ``hook_decoder``.
+
+    Yields (fan-out, (placement, receiver), ``wrap(remote track)``); afterwards waits until no
+    video decoder thread started here is left.
+    """
+    before = {t.ident for t in threading.enumerate()}
+    src = PatternVideoSource(320, 240, fps=30)
+    await src.start()
+    pcs: list[Any] = []
+    try:
+        async with EncodedVideoFanout(src, "vp8", bitrate=400_000) as fanout:
+            hooked: list[tuple[str | None, Any]] = []
+            a, b, wrapped = await connect(fanout.add_to, wrap,
+                                          on_receiver=lambda r: hooked.append((hook_decoder(r), r)))
+            pcs += [a, b]
+            [hook] = hooked
+            yield fanout, hook, wrapped
+    finally:
+        for pc in pcs:
+            await pc.close()
+        await src.stop()
+    # the receiver's stop ended the track and aiortc's thread (nothing left behind)
+    await eventually(lambda: not any(t.ident not in before and t.name == "video-decoder"
+                                     for t in threading.enumerate()), timeout=5)
+
+
 async def test_video_encoded_and_decoded_on_the_loop_arrives_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(CODEC_THREADS_ENV, "0")
     before = {t.name for t in threading.enumerate()}
-    src = PatternVideoSource(320, 240, fps=30)
-    await src.start()
-    a = b = None
-    try:
-        async with EncodedVideoFanout(src, "vp8", bitrate=400_000) as fanout:
-            assert fanout._worker.inline
-            hooked: list[tuple[bool, object]] = []
-            a, b, sink = await connect(fanout.add_to, VideoSink,
-                                       on_receiver=lambda r: hooked.append((decode_on_loop(r), r)))
-            try:
-                indices = [read_index(await asyncio.wait_for(sink.recv(), 10)) for _ in range(15)]
-            finally:
-                await sink.aclose()
-            assert indices == sorted(indices) and len(set(indices)) == 15
-            [(applied, receiver)] = hooked
-            assert applied is True
-            stand_in = receiver._RTCRtpReceiver__decoder_queue  # type: ignore[attr-defined]
-            assert isinstance(stand_in, _InlineDecoder) and stand_in.decoded >= 15
-            assert fanout.encodes_done >= 15
-            # no encoder thread was started for this fan-out
-            assert not any(t.name.startswith("callrt-enc") for t in threading.enumerate() if t.name not in before)
-    finally:
-        for pc in (a, b):
-            if pc is not None:
-                await pc.close()
-        await src.stop()
-    await eventually(lambda: not any(t.name == "video-decoder" and t.name not in before
-                                     for t in threading.enumerate()), timeout=5)
+    async with _pattern_to_one_peer(VideoSink) as (fanout, (placement, receiver), sink):
+        assert fanout._worker.inline
+        try:
+            indices = [read_index(await asyncio.wait_for(sink.recv(), 10)) for _ in range(15)]
+        finally:
+            await sink.aclose()
+        assert indices == sorted(indices) and len(set(indices)) == 15
+        assert placement == "loop" and decode_on_loop(receiver) is True  # idempotent
+        stand_in = receiver._RTCRtpReceiver__decoder_queue
+        assert isinstance(stand_in, _InlineDecoder) and stand_in.decoded >= 15
+        assert fanout.encodes_done >= 15
+        # no encoder thread was started for this fan-out
+        assert not any(t.name.startswith("callrt-enc") for t in threading.enumerate() if t.name not in before)
 
 
 async def test_video_decoded_on_aiortc_thread_hands_frames_over_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     """With codec threads: decoded on aiortc's thread, in order; an unread track keeps only the newest 4."""
     monkeypatch.setenv(CODEC_THREADS_ENV, "1")
-    before = {t.ident for t in threading.enumerate()}
-    src = PatternVideoSource(320, 240, fps=30)
-    await src.start()
-    a = b = None
-    try:
-        async with EncodedVideoFanout(src, "vp8", bitrate=400_000) as fanout:
-            hooked: list[tuple[str | None, object]] = []
-            a, b, track = await connect(fanout.add_to, lambda t: t,
-                                        on_receiver=lambda r: hooked.append((hook_decoder(r), r)))
-            [(placement, receiver)] = hooked
-            assert placement == "thread"
-            assert hook_decoder(receiver) == "thread" and decode_on_loop(receiver) is False  # idempotent
-            stand_in = receiver._RTCRtpReceiver__decoder_queue  # type: ignore[attr-defined]
-            assert isinstance(stand_in, _ThreadDecoder)
-            decoding_threads: set[str] = set()
-            own_decode = stand_in._decode
+    async with _pattern_to_one_peer(lambda t: t) as (_, (placement, receiver), track):
+        assert placement == "thread"
+        assert hook_decoder(receiver) == "thread" and decode_on_loop(receiver) is False  # idempotent
+        stand_in = receiver._RTCRtpReceiver__decoder_queue
+        assert isinstance(stand_in, _ThreadDecoder)
+        decoding_threads: set[str] = set()
+        own_decode = stand_in._decode
 
-            def spy(item: object) -> object:
-                decoding_threads.add(threading.current_thread().name)
-                return own_decode(item)
+        def spy(item: object) -> object:
+            decoding_threads.add(threading.current_thread().name)
+            return own_decode(item)
 
-            stand_in._decode = spy
-            # nobody reads for a while: at most MAX_QUEUED frames wait, the rest dropped oldest first
-            await eventually(lambda: stand_in.decoded >= 20, timeout=10)
-            assert decoding_threads == {"video-decoder"}  # aiortc's thread, not the loop
-            assert track._queue.qsize() <= MAX_QUEUED["video"] == 4
-            assert stand_in.dropped >= stand_in.decoded - 4 > 0
-            # what waits is the newest video, in order, and reading goes on with later frames
-            waiting = [read_index(from_av(await asyncio.wait_for(track.recv(), 5)))
-                       for _ in range(track._queue.qsize())]
-            later = [read_index(from_av(await asyncio.wait_for(track.recv(), 5))) for _ in range(10)]
-            indices = waiting + later
-            assert indices == sorted(indices) and len(set(indices)) == len(indices)
-            assert waiting[-1] >= stand_in.decoded - 10
-    finally:
-        for pc in (a, b):
-            if pc is not None:
-                await pc.close()
-        await src.stop()
-    # the receiver's stop ended the track and aiortc's thread (nothing left behind)
-    await eventually(lambda: not any(t.ident not in before and t.name == "video-decoder"
-                                     for t in threading.enumerate()), timeout=5)
+        stand_in._decode = spy
+        # nobody reads for a while: at most MAX_QUEUED frames wait, the rest dropped oldest first
+        await eventually(lambda: stand_in.decoded >= 20, timeout=10)
+        assert decoding_threads == {"video-decoder"}  # aiortc's thread, not the loop
+        assert track._queue.qsize() <= MAX_QUEUED["video"] == 4
+        assert stand_in.dropped >= stand_in.decoded - 4 > 0
+        # what waits is the newest video, in order, and reading goes on with later frames
+        waiting = [read_index(from_av(await asyncio.wait_for(track.recv(), 5)))
+                   for _ in range(track._queue.qsize())]
+        later = [read_index(from_av(await asyncio.wait_for(track.recv(), 5))) for _ in range(10)]
+        indices = waiting + later
+        assert indices == sorted(indices) and len(set(indices)) == len(indices)
+        assert waiting[-1] >= stand_in.decoded - 10

@@ -70,6 +70,17 @@ async def test_capture_stamp_and_index_survive_vp8():
         await source.stop()
 
 
+def _mark_latencies(marks: ToneMarks, blocks: list, arrival: float) -> list[float]:
+    """Push decoded blocks (arrived at ``arrival``) into ``marks``; the latencies it measured."""
+    out = []
+    for block in blocks:
+        x = block.samples[:, 0].astype(np.float64)
+        lat = marks.push(block.pts, float(np.sqrt(np.mean(x * x))), arrival)
+        if lat is not None:
+            out.append(lat)
+    return out
+
+
 async def test_tone_marks_give_latency_through_opus():
     tone = MarkedTone(450.0, phase=0.375)
     marks = ToneMarks(tone.offset_s)
@@ -80,11 +91,7 @@ async def test_tone_marks_give_latency_through_opus():
         for _ in range(110):  # 2.2 s: at least one complete pair of marks
             frame = await tone.recv()
             for packet in encoder.encode(frame):
-                for block in decoder.decode(packet):
-                    x = block.samples[:, 0].astype(np.float64)
-                    lat = marks.push(block.pts, float(np.sqrt(np.mean(x * x))), frame.capture_time + 0.050)
-                    if lat is not None:
-                        latencies.append(lat)
+                latencies += _mark_latencies(marks, decoder.decode(packet), frame.capture_time + 0.050)
     finally:
         await tone.stop()
     assert latencies, "no mark pair detected"
@@ -107,11 +114,7 @@ async def test_a_pre_encoded_tone_sends_its_marks_without_an_encoder():
             assert frame.opus == tone._cycle[slot % CYCLE_BLOCKS]
             silent = slot_is_silent(slot)
             assert silent == (not frame.samples.any()) == (frame.level == -127)
-            for block in decoder.decode(frame.opus, pts=frame.pts):
-                x = block.samples[:, 0].astype(np.float64)
-                lat = marks.push(block.pts, float(np.sqrt(np.mean(x * x))), frame.capture_time + 0.050)
-                if lat is not None:
-                    latencies.append(lat)
+            latencies += _mark_latencies(marks, decoder.decode(frame.opus, pts=frame.pts), frame.capture_time + 0.050)
     finally:
         await tone.stop()
     assert latencies, "no mark pair detected"
