@@ -3,7 +3,7 @@
 OpenCV's thread pool (``cv2.cvtColor`` and ``cv2.resize`` split a frame over all CPUs) keeps its
 worker threads busy-waiting for the next job after each call. For a pipeline that converts one
 frame every 33 ms that wait is pure cost: measured on a 2-core VM, BGR->I420 at 640x480 took
-0.93 ms of CPU per paced frame with the default pool against 0.30 ms with one thread (0.75 ms
+0.93 ms of CPU per paced frame with the default pool against 0.30 ms with one thread (1.2 ms
 against 0.47 at 1280x720), and it showed up in the end-to-end benchmark as a thread of its own
 burning 0.6 ms per frame. With the active waits set to 0 the workers sleep between jobs: the
 same conversion cost 0.37 ms of CPU (0.62 ms at 720p) and kept its parallel wall time.
