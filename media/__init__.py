@@ -16,6 +16,7 @@ Received audio (and, in a one-CPU process, video) is decoded on the loop, video 
 aiortc's thread with a cheaper hand-off; decoded frames wait in bounded queues::
 
     hook_decoder(transceiver.receiver)     # before negotiation; idempotent; "loop" or "thread"
+    recover_stalls(transceiver.receiver)   # video frozen on a packet lost for good: skip it, ask a keyframe
 
 Receiving::
 
@@ -51,6 +52,7 @@ from media.frames import AUDIO_SAMPLE_RATE, VIDEO_TIME_BASE, AudioFrame, OpusAud
 from media.inline_decode import decode_on_loop, hook_decoder
 from media.sinks import AudioSink, SinkStats, VideoSink
 from media.source import AudioSource, Source, SourceEnded, VideoSource
+from media.stall_recovery import StallWatch, recover_stalls
 from media.tracks import EncodedTrack, FrameTrack, SourceTrack, prefer_codec
 
 __all__ = [
@@ -89,6 +91,7 @@ __all__ = [
     "Source",
     "SourceEnded",
     "SourceTrack",
+    "StallWatch",
     "UnsupportedFormat",
     "VideoDecoder",
     "VideoEncoder",
@@ -105,6 +108,7 @@ __all__ = [
     "hook_decoder",
     "int16_to_float",
     "prefer_codec",
+    "recover_stalls",
     "resize_i420",
     "to_av",
     "to_i420",

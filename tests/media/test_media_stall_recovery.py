@@ -1,0 +1,105 @@
+"""A video packet lost for good: aiortc alone freezes, with ``recover_stalls`` the video resumes (real peers)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from typing import Any
+
+import pytest
+
+from media.fanout import EncodedVideoFanout
+from media.sinks import VideoSink
+from media.stall_recovery import StallWatch, recover_stalls
+from media.testing import PatternVideoSource, read_index
+from tests.media.helpers import connect
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class _LoseOnePacket:
+    """Drops the ``nth`` media packet a receiver gets and every retransmission: lost for good."""
+
+    def __init__(self, receiver: Any, nth: int) -> None:
+        self.receiver = receiver
+        self.nth = nth
+        self.seen = 0
+        self.lost_at: float | None = None
+        self.on_lost: Any = None
+        self._own = receiver._handle_rtp_packet
+        receiver._handle_rtp_packet = self.handle
+
+    async def handle(self, packet: Any, arrival_time_ms: int) -> None:
+        if packet.ssrc in self.receiver._RTCRtpReceiver__rtx_ssrc:
+            return  # no retransmission gets through
+        self.seen += 1
+        if self.seen == self.nth:
+            self.lost_at = time.monotonic()
+            if self.on_lost is not None:
+                self.on_lost()
+            return
+        await self._own(packet, arrival_time_ms)
+
+
+@pytest.mark.parametrize("watched", [True, False], ids=["recover_stalls", "aiortc-alone"])
+async def test_video_frozen_on_a_lost_packet_resumes(watched: bool) -> None:
+    src = PatternVideoSource(320, 240, fps=30)
+    await src.start()
+    pcs: list[Any] = []
+    try:
+        async with EncodedVideoFanout(src, "vp8", bitrate=400_000) as fanout:
+            hooks: list[tuple[_LoseOnePacket, StallWatch | None]] = []
+
+            def on_receiver(receiver: Any) -> None:
+                loss = _LoseOnePacket(receiver, nth=45)  # installed first: the watch sees what survives
+                hooks.append((loss, recover_stalls(receiver) if watched else None))
+
+            a, b, sink = await connect(fanout.add_to, VideoSink, on_receiver=on_receiver)
+            pcs += [a, b]
+            [(loss, watch)] = hooks
+            requests_at_loss: list[int] = []
+            loss.on_lost = lambda: requests_at_loss.append(fanout.keyframe_requests)
+            try:
+                while loss.lost_at is None:  # frames flow until the packet is lost
+                    await asyncio.wait_for(sink.recv(), 10)
+                after: list[int | None] = []
+                deadline = loss.lost_at + 3.0
+                while time.monotonic() < deadline:
+                    try:
+                        frame = await asyncio.wait_for(sink.recv(), max(0.01, deadline - time.monotonic()))
+                    except TimeoutError:
+                        break
+                    after.append(read_index(frame))
+            finally:
+                await sink.aclose()
+            if watched:
+                assert watch is not None and watch.recoveries >= 1
+                assert recover_stalls(b.getTransceivers()[0].receiver) is watch  # idempotent
+                assert fanout.keyframe_requests > requests_at_loss[0]  # the PLI reached the shared encoder
+                # well over a second of video in the 3 s after the loss; the frames decoded before the
+                # keyframe arrived may show artefacts (their reference is gone), the last second is clean
+                assert len(after) >= 40, after
+                tail = after[-30:]
+                assert all(0 < b - a <= 3 for a, b in itertools.pairwise(tail)), after
+            else:
+                # aiortc alone waits for the packet until its 512-packet buffer overflows (~10 s here):
+                # at most the frame or two already complete come out in the 3 s after the loss
+                assert len(after) <= 3, after
+    finally:
+        for pc in pcs:
+            await pc.close()
+        await src.stop()
+
+
+async def test_audio_receivers_are_not_watched() -> None:
+    from aiortc import RTCPeerConnection
+
+    pc = RTCPeerConnection()
+    try:
+        audio = pc.addTransceiver("audio").receiver
+        video = pc.addTransceiver("video").receiver
+        assert recover_stalls(audio) is None
+        assert isinstance(recover_stalls(video), StallWatch)
+    finally:
+        await pc.close()
