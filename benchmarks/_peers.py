@@ -8,7 +8,7 @@ per-peer encoding (one encoder per ``RTCRtpSender``; see ``BgrBroadcast`` for wh
 
 End to end: sender and receiver in this process (as the issue measured), camera BGR ->
 encoder -> RTP/SRTP/UDP -> jitter buffer -> decoder -> NumPy, callrt's side with the receive hook
-a call installs (``media.inline_decode.hook_decoder``); CPU time of the whole process
+a call installs (``hook_decoder``, ``recover_stalls``); CPU time of the whole process
 divided by frames received, against the isolated sum of the same conversion, encode and
 decode measured with the same settings in the same run.
 """
@@ -39,6 +39,7 @@ from media.frames import VIDEO_TIME_BASE, VideoFrame
 from media.inline_decode import hook_decoder
 from media.sinks import VideoSink
 from media.source import SourceEnded, VideoSource
+from media.stall_recovery import recover_stalls
 from media.testing import draw_index, read_index, render_pattern
 
 FPS = 30.0
@@ -358,6 +359,7 @@ async def _e2e_pair(mode: str, camera: BgrCamera) -> tuple[RTCPeerConnection, RT
             for t in b.getTransceivers():
                 if t.receiver.track is track:
                     hook_decoder(t.receiver)
+                    recover_stalls(t.receiver)
         got.set_result(VideoSink(track) if mode == "callrt" else _AiortcConsumer(track))
 
     b.on("track", on_track)

@@ -1,10 +1,10 @@
-"""Decode received media on the event loop, where each frame is reassembled, instead of on a thread.
+"""Where received media is decoded, and how decoded frames reach the loop (bounded, one hand-off).
 
 aiortc's ``RTCRtpReceiver`` hands every reassembled frame to a decoder thread and every decoded
 frame back to the loop (``run_coroutine_threadsafe``: a coroutine, a task, a future and a
 self-pipe wake-up per frame). For Opus that round trip costs more than the decode itself
 (~25-70 us per 20 ms packet), and a process with 100 participants runs 100 decoder threads
-fighting for the GIL. ``decode_on_loop(receiver)`` replaces the receiver's decoder queue (one
+fighting for the GIL. ``hook_decoder(receiver)`` replaces the receiver's decoder queue (one
 instance, never the class) with a stand-in whose ``put()`` decodes at once and feeds the track;
 the receiver's thread still starts, idles on ``get()`` and ends the track at ``stop()`` exactly
 as before.
@@ -136,6 +136,11 @@ class _ThreadDecoder(_InlineDecoder):
                     return None
 
 
+def receiver_kind(receiver: RTCRtpReceiver) -> str | None:
+    """``"audio"`` or ``"video"``: aiortc's private kind, else its track's (None when neither is there)."""
+    return getattr(receiver, _KIND_ATTR, None) or getattr(receiver.track, "kind", None)
+
+
 def hook_decoder(receiver: RTCRtpReceiver, *, video_on_loop: bool | None = None) -> Placement | None:
     """Give ``receiver`` (not yet receiving) callrt's decode hand-off and bounded queue.
 
@@ -145,7 +150,7 @@ def hook_decoder(receiver: RTCRtpReceiver, *, video_on_loop: bool | None = None)
     Idempotent.
     """
     global _warned
-    kind = getattr(receiver, _KIND_ATTR, None) or getattr(receiver.track, "kind", None)
+    kind = receiver_kind(receiver)
     if kind not in MAX_QUEUED:
         return None
     on_loop = kind == "audio" or (codecs_on_loop() if video_on_loop is None else video_on_loop)

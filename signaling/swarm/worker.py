@@ -174,10 +174,11 @@ class Worker:
         self.phase = "starting"
         self.window: tuple[float, float] | None = None
         self.streams_started_s = 0.0
+        """Seconds from the end of the joins until every expected stream delivered a first frame."""
         self.warmup_s = 0.0
+        """Seconds from then until the measuring window opened."""
         self.settled = False
         """Whether the loop settled before the window opened (else ``WARMUP_MAX_S`` ran out)."""
-        """Seconds from the end of the joins until every expected stream delivered a first frame."""
         self.threads = 0
         self.rss_mb = 0.0
 
