@@ -7,9 +7,9 @@ old for the sender's history) stops every later frame until the buffer overflows
 participant got 49 frames in 10 s while its packets kept arriving.
 
 ``recover_stalls(receiver)`` watches one video receiver (one instance, like
-``media.inline_decode``): after each media packet, if the buffer's oldest incomplete frame is
-missing a packet and packets more than ``STALL_MEDIA_S`` of media time newer have arrived, the
-frames up to the gap are dropped and the sender is asked for a keyframe (PLI, at most one per
+``media.inline_decode``): after each media packet, if the buffer's oldest frame is missing a
+packet and packets more than ``STALL_MEDIA_S`` of media time newer have arrived, that frame is
+dropped and the sender is asked for a keyframe (PLI, at most one per
 ``PLI_INTERVAL_S``); the frames behind the gap flow again at once (with artefacts until the
 keyframe arrives). On a healthy stream the check costs a scan of the current frame's packets.
 
@@ -25,6 +25,8 @@ from typing import Any
 
 from aiortc import RTCRtpReceiver
 
+from media.inline_decode import receiver_kind
+
 logger = logging.getLogger(__name__)
 
 STALL_MEDIA_S = 0.5
@@ -35,7 +37,6 @@ VIDEO_CLOCK_RATE = 90_000
 
 _JITTER_ATTR = "_RTCRtpReceiver__jitter_buffer"
 _RTX_ATTR = "_RTCRtpReceiver__rtx_ssrc"
-_KIND_ATTR = "_RTCRtpReceiver__kind"
 _warned = False
 
 
@@ -44,6 +45,9 @@ class StallWatch:
 
     def __init__(self, receiver: RTCRtpReceiver) -> None:
         self.receiver = receiver
+        # aiortc creates both once, in the receiver's constructor (the RTX map is filled in later)
+        self._jitter = getattr(receiver, _JITTER_ATTR)
+        self._rtx_ssrcs: dict[int, int] = getattr(receiver, _RTX_ATTR)
         self.recoveries = 0
         self.dropped_packets = 0
         """Packets dropped from the jitter buffer with the incomplete frames (the gap not counted)."""
@@ -52,42 +56,59 @@ class StallWatch:
 
     async def handle(self, packet: Any, arrival_time_ms: int) -> None:
         await self._own(packet, arrival_time_ms)
-        if packet.ssrc in getattr(self.receiver, _RTX_ATTR, {}):
+        if packet.ssrc in self._rtx_ssrcs:
             return  # a retransmission: its sequence number is the RTX stream's
-        jitter = getattr(self.receiver, _JITTER_ATTR, None)
-        if jitter is not None and self._stalled(jitter, packet):
-            await self._recover(jitter, packet)
+        gap = self._stalled_at(packet)
+        if gap is not None:
+            await self._recover(gap, packet)
 
-    def _stalled(self, jitter: Any, packet: Any) -> bool:
+    def _stalled_at(self, packet: Any) -> int | None:
+        """Where the gap is (slots after the oldest) if the oldest frame is incomplete and stale.
+
+        aiortc emits the oldest frame once a packet of a later frame follows it with no hole in
+        between; a hole before that point blocks every frame. A complete oldest frame is not a
+        stall (aiortc emits one frame per arriving packet, so a backlog of complete frames drains).
+        """
+        jitter = self._jitter
         origin = jitter._origin
         if origin is None:
-            return False
+            return None
         capacity = jitter._capacity
         slots = jitter._packets
         span = (packet.sequence_number - origin) & 0xFFFF
         if span >= capacity:
-            return False
+            return None
         first_ts = None
-        gap = False
+        gap = None
         for i in range(span + 1):
             held = slots[(origin + i) % capacity]
             if held is None:
-                gap = True
+                if gap is None:
+                    gap = i
             elif first_ts is None:
                 first_ts = held.timestamp
-        if not gap or first_ts is None:
-            return False
+            elif gap is None and held.timestamp != first_ts:
+                return None  # the oldest frame is complete: aiortc hands it over on the next packet
+            elif gap is not None:
+                break
+        if gap is None or first_ts is None:
+            return None
         waited = (packet.timestamp - first_ts) & 0xFFFFFFFF
-        return waited < 0x80000000 and waited > STALL_MEDIA_S * VIDEO_CLOCK_RATE
+        return gap if 0x80000000 > waited > STALL_MEDIA_S * VIDEO_CLOCK_RATE else None
 
-    async def _recover(self, jitter: Any, packet: Any) -> None:
+    async def _recover(self, gap: int, packet: Any) -> None:
+        jitter = self._jitter
         origin, capacity, slots = jitter._origin, jitter._capacity, jitter._packets
-        gap = next(i for i in range(capacity) if slots[(origin + i) % capacity] is None)
-        after = next(i for i in range(gap + 1, capacity) if slots[(origin + i) % capacity] is not None)
+        if gap:
+            # the oldest frame lost a packet after its start: drop it through the hole and the rest
+            # of that frame; the next frame's first packet becomes the oldest
+            count = gap + 1
+        else:
+            # its first packet is missing: drop up to the first packet after the hole and the rest of
+            # that packet's frame (it may lack its start)
+            count = next(i for i in range(1, capacity) if slots[(origin + i) % capacity] is not None) + 1
         before = sum(1 for p in slots if p is not None)
-        # drop everything up to the first packet after the gap and the rest of that packet's frame
-        # (it may lack its start): the next frame's first packet becomes the oldest
-        jitter.smart_remove(after + 1)
+        jitter.smart_remove(count)
         self.dropped_packets += before - sum(1 for p in slots if p is not None)
         self.recoveries += 1
         logger.info("video from ssrc %d stalled on a lost packet; skipped it and asked for a keyframe",
@@ -105,8 +126,7 @@ def recover_stalls(receiver: RTCRtpReceiver) -> StallWatch | None:
     aiortc's internals differ.
     """
     global _warned
-    kind = getattr(receiver, _KIND_ATTR, None) or getattr(receiver.track, "kind", None)
-    if kind != "video":
+    if receiver_kind(receiver) != "video":
         return None
     current = getattr(receiver._handle_rtp_packet, "__self__", None)
     if isinstance(current, StallWatch):

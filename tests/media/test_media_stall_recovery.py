@@ -103,3 +103,42 @@ async def test_audio_receivers_are_not_watched() -> None:
         assert isinstance(recover_stalls(video), StallWatch)
     finally:
         await pc.close()
+
+
+def _rtp(seq: int, frame: int) -> Any:
+    from aiortc.rtp import RtpPacket
+
+    packet = RtpPacket(payload_type=96, sequence_number=seq, timestamp=frame * 3000)  # 30 fps
+    packet._data = b"x"  # what aiortc's depayloader leaves for the jitter buffer
+    return packet
+
+
+def test_a_backlog_of_complete_frames_is_not_a_stall_but_a_hole_in_the_oldest_frame_is() -> None:
+    """Checked on aiortc's own jitter buffer, held by a stand-in receiver (only the attributes the watch reads)."""
+    from aiortc.jitterbuffer import JitterBuffer
+
+    class _Receiver:  # a stand-in: the watch needs the jitter buffer, the RTX map and the packet handler
+        def __init__(self) -> None:
+            self._RTCRtpReceiver__jitter_buffer = JitterBuffer(capacity=512, is_video=True)
+            self._RTCRtpReceiver__rtx_ssrc: dict[int, int] = {}
+
+        async def _handle_rtp_packet(self, packet: Any, arrival_time_ms: int) -> None:
+            self._RTCRtpReceiver__jitter_buffer.add(packet)
+
+    receiver = _Receiver()
+    jitter = receiver._RTCRtpReceiver__jitter_buffer
+    watch = StallWatch(receiver)  # type: ignore[arg-type]
+    # frame 0 arrives, frame 1 is late, frames 2-30 (~1 s) wait behind it; then frame 1 arrives:
+    # every frame is complete, aiortc hands one over per arriving packet (a backlog, not a stall)
+    for seq in [0, *range(2, 31), 1]:
+        jitter.add(_rtp(seq, seq))
+    jitter.add(_rtp(32, 32))  # and a new hole (31) behind the backlog
+    assert watch._stalled_at(_rtp(32, 32)) is None
+    # a hole in the oldest frame with packets more than 0.5 s newer behind it is a stall
+    stuck = JitterBuffer(capacity=512, is_video=True)
+    receiver._RTCRtpReceiver__jitter_buffer = stuck
+    watch = StallWatch(receiver)  # type: ignore[arg-type]
+    for seq in [100, 101, *range(103, 125)]:  # frame 50 is packets 100-102; 102 never comes
+        stuck.add(_rtp(seq, 50 if seq < 103 else seq - 52))
+    assert watch._stalled_at(_rtp(124, 72)) == 2  # 22 frames (0.73 s) behind the hole at slot 2
+    assert watch._stalled_at(_rtp(110, 58)) is None  # 0.27 s behind it: still worth waiting for
