@@ -48,7 +48,15 @@ from media.errors import (
     UnsupportedFormat,
 )
 from media.fanout import EncodedAudioFanout, EncodedVideoFanout, FanoutStats, FrameFanout, PeerStats
-from media.frames import AUDIO_SAMPLE_RATE, VIDEO_TIME_BASE, AudioFrame, OpusAudioFrame, PlanarVideoFrame, VideoFrame
+from media.frames import (
+    AUDIO_SAMPLE_RATE,
+    VIDEO_TIME_BASE,
+    AudioFrame,
+    EncodedVideoFrame,
+    OpusAudioFrame,
+    PlanarVideoFrame,
+    VideoFrame,
+)
 from media.inline_decode import decode_on_loop, hook_decoder
 from media.sinks import AudioSink, SinkStats, VideoSink
 from media.source import AudioSource, Source, SourceEnded, VideoSource
@@ -74,6 +82,7 @@ __all__ = [
     "EncodedAudioFanout",
     "EncodedTrack",
     "EncodedVideoFanout",
+    "EncodedVideoFrame",
     "FanoutStats",
     "FrameFanout",
     "FrameTrack",

@@ -33,6 +33,12 @@ loop: ~40-90 us per 20 ms packet costs less than the two thread switches a worke
 A source that already has the packet (an ``OpusAudioFrame``: pre-encoded bot media, a replay)
 skips the encoder: its packet goes out as it is, on the same RTP clock.
 
+Video has the same pass-through: an ``EncodedVideoFrame`` of the fan-out's codec is sent as it
+is, on the fan-out's RTP clock. The replay decides where keyframes are (a peer waiting for one,
+a late joiner or one that sent a PLI, gets the next keyframe the replay carries), and its bitrate
+is the one it was encoded at: the bandwidth policy applies to encoded frames only. A source that
+switches from replayed to raw frames gets a keyframe from the encoder first.
+
 ``FrameFanout`` is the same pump for raw frames: each peer's ``FrameTrack`` hands ``av`` frames
 to aiortc, which encodes per peer.
 """
@@ -62,7 +68,7 @@ from media.codecs import (
     VideoEncoderSettings,
 )
 from media.errors import EncodeError, MediaError, PipelineClosed
-from media.frames import AUDIO_SAMPLE_RATE, AudioFrame, OpusAudioFrame, VideoFrame
+from media.frames import AUDIO_SAMPLE_RATE, VIDEO_TIME_BASE, AudioFrame, EncodedVideoFrame, OpusAudioFrame, VideoFrame
 from media.source import Source, SourceEnded, VideoSource
 from media.tracks import EncodedTrack, FrameTrack, prefer_codec
 
@@ -102,6 +108,8 @@ class FanoutStats:
     """The encoder's current target (bps)."""
     rebuilds: int
     peers: list[PeerStats] = field(default_factory=list)
+    passed_through: int = 0
+    """Frames sent as the source brought them encoded (``EncodedVideoFrame``), not encoded here."""
 
 
 PeerTrack = TypeVar("PeerTrack", EncodedTrack, FrameTrack)
@@ -365,6 +373,9 @@ class EncodedVideoFanout(_EncodedPump):
         """Source frames this fan-out finished with (encoded, or skipped with no started peer)."""
         self.encodes_done = 0
         """Encoder calls made for them: one per handled frame at most, however many peers."""
+        self.passed_through = 0
+        """Handled frames whose packet an ``EncodedVideoFrame`` brought ready-made (not encoded here)."""
+        self._replaying = False
         self.keyframe_requests = 0
 
     def _new_track(self) -> EncodedTrack:
@@ -402,6 +413,7 @@ class EncodedVideoFanout(_EncodedPump):
                 PeerStats(t.id, t.mode, t.started, t.sent, t.dropped, t.skipped, t.bandwidth)
                 for t in self._tracks
             ],
+            passed_through=self.passed_through,
         )
 
     def _apply_bandwidth_policy(self) -> None:
@@ -422,11 +434,19 @@ class EncodedVideoFanout(_EncodedPump):
         if not encoded:
             self.frames_handled += 1
             return  # nobody needs packets yet: do not spend an encode
-        avf = to_av(frame)
-        avf.pts = pts
-        packets = await self._worker.run(self.encoder.encode, avf)
+        replayed = isinstance(frame, EncodedVideoFrame) and frame.codec == self.codec and bool(frame.packet)
+        if isinstance(frame, EncodedVideoFrame) and replayed:
+            packets = [self._as_is(frame, pts)]
+            self.passed_through += 1
+        else:
+            if self._replaying:
+                self.encoder.force_keyframe()  # the peers' decoders hold the replay's reference, not ours
+            avf = to_av(frame)
+            avf.pts = pts
+            packets = await self._worker.run(self.encoder.encode, avf)
+            self.encodes_done += 1
+        self._replaying = replayed
         self.frames_handled += 1  # counted together on the loop: encodes_done / frames_handled is exact
-        self.encodes_done += 1
         for packet in packets:
             for t in encoded:
                 t.offer(packet)
@@ -437,6 +457,13 @@ class EncodedVideoFanout(_EncodedPump):
             if now - self._last_catchup >= KEYFRAME_CATCHUP_S:
                 self._last_catchup = now
                 self.request_keyframe()
+
+    def _as_is(self, frame: EncodedVideoFrame, pts: int) -> av.Packet:
+        packet = av.Packet(frame.packet)
+        packet.pts = pts
+        packet.time_base = VIDEO_TIME_BASE
+        packet.is_keyframe = frame.keyframe
+        return packet
 
     def _on_close(self) -> None:
         self._worker.close(final=self.encoder.close)  # after an encode still running, if any

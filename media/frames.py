@@ -282,6 +282,48 @@ class PlanarVideoFrame(VideoFrame):
         return f"PlanarVideoFrame({self.width}x{self.height}, pts={self.pts}, time_base={self.time_base})"
 
 
+class EncodedVideoFrame(PlanarVideoFrame):
+    """A video frame that also carries its encoded packet, made ahead of time.
+
+    A source that replays video encoded before (synthetic bot media, a recording) hands these out:
+    ``media.fanout.EncodedVideoFanout`` sends ``packet`` as it is, without encoding the pixels
+    again, when ``codec`` is the fan-out's codec. The pixels are made by ``render()`` only when
+    someone reads them (a peer that negotiated another codec, a local preview), so a replay
+    holds packets, not decoded frames. Create one with ``EncodedVideoFrame.replay``.
+    """
+
+    __slots__ = ("codec", "keyframe", "packet")
+    packet: bytes
+    """One encoded frame (VP8 frame, or H.264 access unit in Annex B) holding exactly these pixels."""
+    codec: str
+    """``vp8`` or ``h264``."""
+    keyframe: bool
+    """Whether ``packet`` decodes on its own."""
+
+    @classmethod
+    def replay(cls, packet: bytes, codec: str, keyframe: bool, width: int, height: int,
+               render: Callable[[], VideoFrame], pts: int = 0, time_base: Fraction = VIDEO_TIME_BASE,
+               capture_time: float | None = None) -> EncodedVideoFrame:
+        """A frame of ``width`` x ``height`` whose pixels ``render()`` makes on first use."""
+        self = cls.lazy(width, height, _rendered_planes, render, pts=pts, time_base=time_base,
+                        capture_time=capture_time)
+        assert isinstance(self, EncodedVideoFrame)
+        self.packet, self.codec, self.keyframe = packet, codec, keyframe
+        return self
+
+    def __repr__(self) -> str:
+        kind = "key" if self.keyframe else "delta"
+        return (f"EncodedVideoFrame({self.width}x{self.height} {self.codec} {kind} {len(self.packet)} B, "
+                f"pts={self.pts})")
+
+
+def _rendered_planes(render: object, width: int, height: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    frame = render()  # type: ignore[operator]
+    if frame.width != width or frame.height != height:
+        raise ValueError(f"render() gave {frame.width}x{frame.height}, expected {width}x{height}")
+    return frame.y, frame.u, frame.v
+
+
 _SAMPLES_SLOT = AudioFrame.__dict__["samples"]
 
 

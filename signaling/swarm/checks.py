@@ -3,12 +3,12 @@
 A ``Participant`` holds one ``VideoCheck`` and/or ``AudioCheck`` per expected sender. Both engines
 (callrt and the plain-aiortc baseline) feed them the same way, so the checking costs the same in
 both. Per frame: video reads the index (``read_index``, ``devices.read_frame_index`` in one
-gather) and the capture stamp (``read_capture_ms``), checks the order, counts index gaps as loss
-and records the latency; audio computes the block's RMS into a reused buffer, copies it into a 1 s
-ring (for the FFT at the end), counts RTP timestamp gaps as loss and hands the block to
-``ToneMarks`` for latency. Loss and latency count once the measuring window is open (after the
-joins and a warm-up), content checks from the first frame. ``Timeline`` sums what a worker
-received per second, for the live view and the plot.
+gather) and the capture stamp (``read_capture_ms``), unwraps the stamp (the pattern repeats every
+10 s), checks the order, counts gaps as loss and records the latency; audio computes the block's
+RMS into a reused buffer, copies it into a 1 s ring (for the FFT at the end), counts RTP
+timestamp gaps as loss and hands the block to ``ToneMarks`` for latency. Loss and latency count
+once the measuring window is open (after the joins and a warm-up), content checks from the first
+frame. ``Timeline`` sums what a worker received per second, for the live view and the plot.
 """
 
 from __future__ import annotations
@@ -24,7 +24,14 @@ import numpy as np
 from devices import dominant_frequency
 from devices.tone import FREQ_TOLERANCE_HZ
 from media.frames import AUDIO_SAMPLE_RATE, VideoFrame
-from signaling.swarm.stamped import BLOCK, ToneMarks, latency_ms, read_capture_ms, read_index
+from signaling.swarm.stamped import (
+    BLOCK,
+    VIDEO_CYCLE_MS,
+    ToneMarks,
+    latency_ms,
+    read_capture_ms,
+    read_index,
+)
 from signaling.swarm.stats import percentile_r1, r1
 
 RING_SAMPLES = AUDIO_SAMPLE_RATE  # the last second of each received tone, for the FFT
@@ -82,16 +89,29 @@ class _Stream:
 
 
 class VideoCheck(_Stream):
-    """One sender's video as received by one participant."""
+    """One sender's video as received by one participant.
 
-    def __init__(self, sender: int, timeline: Timeline) -> None:
+    The pattern repeats every 10 s (``stamped``): stamps count milliseconds modulo
+    ``VIDEO_CYCLE_MS`` and indices count frames modulo ``cycle``. The capture time is unwrapped
+    on the assumption that latency moves by less than 5 s from one received frame to the next
+    (a stream that falls 14 s behind reads 14 s, a 7 s freeze is a 7 s gap, not an old frame);
+    the first frame is taken to be less than 10 s late. The order and the frames lost follow
+    from the capture times; the index must agree with them, or the frame counts as unreadable.
+    """
+
+    def __init__(self, sender: int, timeline: Timeline, cycle: int, fps: float = 30.0) -> None:
         super().__init__(sender)
         self.timeline = timeline
+        self.cycle = cycle
+        self.fps = fps
         self.verified = 0
         self.unreadable = 0
         self.out_of_order = 0
         self.last_index = -1
         self.window_verified = 0
+        self._capture_ms = 0.0
+        """Capture time of the last verified frame, ms since the epoch (unwrapped)."""
+        self._latency = 0.0
 
     def on_frame(self, frame: VideoFrame) -> None:
         now = self._arrived()
@@ -101,16 +121,23 @@ class VideoCheck(_Stream):
         if index is None or stamp is None:
             self.unreadable += 1
             return
-        if index <= self.last_index:
-            self.out_of_order += 1
-            return
-        if self.last_index >= 0 and self.window_open:
-            self.lost += index - self.last_index - 1
-        self.last_index = index
+        lat = latency_ms(stamp, now)
+        if self.last_index >= 0:
+            lat += VIDEO_CYCLE_MS * max(0, round((self._latency - lat) / VIDEO_CYCLE_MS))
+            capture = now * 1000 - lat
+            step = round((capture - self._capture_ms) * self.fps / 1000)
+            if step <= 0:
+                self.out_of_order += 1
+                return
+            if (self.last_index + step) % self.cycle != index % self.cycle:
+                self.unreadable += 1  # its index and its time disagree
+                return
+            if self.window_open:
+                self.lost += step - 1
+        self.last_index, self._latency, self._capture_ms = index, lat, now * 1000 - lat
         self.verified += 1
         if self.window_open:
             self.window_verified += 1
-        lat = latency_ms(stamp, now)
         self.timeline.latencies.append(lat)
         if self.window_open:
             self.latencies.append(lat)

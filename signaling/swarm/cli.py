@@ -35,6 +35,10 @@ def add_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--audio-encoding", choices=["replay", "live"], default="replay",
                    help="callrt bots send their tone encoded once at start (replay, default) or encode it "
                         "live like a microphone (live); the aiortc baseline always encodes live")
+    g.add_argument("--video-encoding", choices=["replay", "live"], default="replay",
+                   help="callrt bots send a 10 s cycle of their pattern encoded once at start (replay, "
+                        "default) or encode every frame live like a camera (live); the aiortc baseline "
+                        "always encodes live")
     g = p.add_argument_group("processes")
     g.add_argument("--processes", type=int, default=None, help="workers (default: one per core)")
     g.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin each worker to a core")
@@ -102,7 +106,7 @@ def _thresholds(args: argparse.Namespace) -> Any:
 
 def _media(args: argparse.Namespace) -> MediaSpec:
     return MediaSpec(audio=args.audio, video=parse_video(args.video), codec=args.codec, bitrate=args.bitrate,
-                     audio_encoding=args.audio_encoding)
+                     audio_encoding=args.audio_encoding, video_encoding=args.video_encoding)
 
 
 def _emit(args: argparse.Namespace, report: dict[str, Any], text: str) -> None:

@@ -80,6 +80,8 @@ class MediaSpec:
     """Video target bits per second."""
     audio_encoding: Literal["replay", "live"] = "replay"
     """callrt bots: send their marked tone encoded once at start (``replay``) or encode it live."""
+    video_encoding: Literal["replay", "live"] = "replay"
+    """callrt bots: send their stamped pattern's 10 s cycle encoded once at start (``replay``) or encode it live."""
 
     def __post_init__(self) -> None:
         if not self.audio and self.video is None:
@@ -88,6 +90,8 @@ class MediaSpec:
             raise InvalidSwarmSpec(f"--codec {self.codec!r}: vp8 or h264")
         if self.audio_encoding not in ("replay", "live"):
             raise InvalidSwarmSpec(f"--audio-encoding {self.audio_encoding!r}: replay or live")
+        if self.video_encoding not in ("replay", "live"):
+            raise InvalidSwarmSpec(f"--video-encoding {self.video_encoding!r}: replay or live")
 
     def describe(self) -> str:
         parts = []
@@ -95,7 +99,8 @@ class MediaSpec:
             replay = " (pre-encoded replay)" if self.audio_encoding == "replay" else ""
             parts.append(f"audio opus 48 kHz mono{replay}")
         if self.video is not None:
-            parts.append(f"video {self.codec} {self.video}")
+            replay = " (pre-encoded replay)" if self.video_encoding == "replay" else ""
+            parts.append(f"video {self.codec} {self.video}{replay}")
         return " + ".join(parts)
 
     def as_dict(self) -> dict[str, Any]:
@@ -106,7 +111,8 @@ class MediaSpec:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MediaSpec:
         return cls(audio=bool(d["audio"]), video=parse_video(d.get("video")), codec=d.get("codec", "vp8"),
-                   bitrate=int(d.get("bitrate", 800_000)), audio_encoding=d.get("audio_encoding", "replay"))
+                   bitrate=int(d.get("bitrate", 800_000)), audio_encoding=d.get("audio_encoding", "replay"),
+                   video_encoding=d.get("video_encoding", "replay"))
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from signaling.swarm.checks import AudioCheck, Timeline, VideoCheck, summarize_audio, summarize_video
 from signaling.swarm.layout import Layout, MediaSpec
-from signaling.swarm.stamped import MarkedTone, StampedTestPattern, ToneMarks, mark_offset
+from signaling.swarm.stamped import MarkedTone, StampedTestPattern, ToneMarks, cycle_frames, mark_offset
 
 Verdict = Literal["real-time", "late", "lossy", "failed"]
 VERDICT_ORDER: tuple[Verdict, ...] = ("real-time", "late", "lossy", "failed")
@@ -35,7 +35,7 @@ class Participant:
     """Sources, checks and timings of participant ``index``; an engine makes it join and leave."""
 
     def __init__(self, index: int, layout: Layout, media: MediaSpec, timeline: Timeline, *,
-                 preencode_audio: bool = False) -> None:
+                 preencode_audio: bool = False, preencode_video: bool = False) -> None:
         self.index = index
         self.layout = layout
         self.media = media
@@ -46,12 +46,14 @@ class Participant:
         self.tone = (MarkedTone(layout.tone_hz(index), phase=phase, preencode=preencode_audio)
                      if media.audio else None)
         v = media.video
-        self.pattern = StampedTestPattern(v.width, v.height, v.fps, phase=phase) if v is not None else None
+        self.pattern = (StampedTestPattern(v.width, v.height, v.fps, phase=phase, preencode=preencode_video,
+                                           codec=media.codec, bitrate=media.bitrate)
+                        if v is not None else None)
         self.peers = layout.peers(index)
         self.video_checks: dict[int, VideoCheck] = {}
         self.audio_checks: dict[int, AudioCheck] = {}
         if v is not None:
-            self.video_checks = {j: VideoCheck(j, timeline) for j in self.peers}
+            self.video_checks = {j: VideoCheck(j, timeline, cycle_frames(v.fps), v.fps) for j in self.peers}
         if media.audio:
             self.audio_checks = {
                 j: AudioCheck(j, timeline, ToneMarks(mark_offset(layout.phase(j))))

@@ -84,7 +84,7 @@ def worker_command(opts: SwarmOptions, layout: Layout, engine: str, index: int, 
            "--participants", format_range(participants), "--worker-index", str(index),
            "--seconds", str(opts.seconds), "--audio" if m.audio else "--no-audio",
            "--video", str(m.video) if m.video else "none", "--codec", m.codec, "--bitrate", str(m.bitrate),
-           "--audio-encoding", m.audio_encoding,
+           "--audio-encoding", m.audio_encoding, "--video-encoding", m.video_encoding,
            "--loop", opts.loop, "--join-concurrency", str(opts.join_concurrency), "--json", json_path,
            "--min-rate", str(th.min_rate), "--max-loss", str(th.max_loss), "--late-ms", str(th.late_ms),
            "--trend-ms", str(th.trend_ms)]

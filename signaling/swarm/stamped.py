@@ -5,10 +5,15 @@ capture time can travel inside the media:
 
 * ``StampedTestPattern``: ``devices.TestPattern`` (frame index in the top band, read by
   ``read_index``, ``devices.read_frame_index`` in one NumPy gather) plus a second band at the
-  bottom with the capture wall-clock time
-  in milliseconds modulo 2**24 (4.6 hours), in the same cell layout: two sync cells, 24 value
-  bits, a 6-bit check. ``read_capture_ms`` decodes it by sampling 3x3 points in the middle of each
-  cell (one NumPy gather, ~10 us at 640x480), so blur and ringing at the cell edges do not matter.
+  bottom with the capture wall-clock time in milliseconds modulo ``VIDEO_CYCLE_MS`` (10 s), in
+  the same cell layout: two sync cells, 24 value bits, a 6-bit check. ``read_capture_ms`` decodes
+  it by sampling 3x3 points in the middle of each cell (one NumPy gather, ~10 us at 640x480), so
+  blur and ringing at the cell edges do not matter. Frame ``k`` of the wall-clock grid (slot
+  ``k``) carries index ``k mod (fps * 10)`` and the time of its slot, so the video repeats every
+  10 s; with ``preencode=True`` one such cycle is encoded before the run and replayed
+  (``EncodedVideoFrame``s), as a load-testing tool replaying a recording does. Receivers compare
+  indices and stamps modulo the cycle (``VideoCheck``); latency stays unambiguous as long as two
+  consecutive frames received are less than 5 s of capture time apart.
 * ``MarkedTone``: a mono 48 kHz sine (its frequency tells the sender apart) with timing marks:
   each second of the sender's wall clock (shifted by its phase) opens with two silent 20 ms blocks,
   and a second pair of silent blocks follows ``4 + (second mod 16)`` blocks after the first. A
@@ -31,20 +36,25 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from functools import lru_cache
+from functools import lru_cache, partial
 
 import numpy as np
 
 from devices import TestPattern
 from devices.pattern import _check as _index_check  # TestPattern's check value (see read_index)
-from media.codecs import AudioEncoder, AudioEncoderSettings
+from media.codecs import AudioEncoder, AudioEncoderSettings, VideoCodecName, VideoEncoder, VideoEncoderSettings
 from media.errors import EncodeError
 from media.fanout import audio_level_dbov
-from media.frames import AUDIO_SAMPLE_RATE, AudioFrame, OpusAudioFrame, VideoFrame
+from media.frames import AUDIO_SAMPLE_RATE, AudioFrame, EncodedVideoFrame, OpusAudioFrame, VideoFrame
 from media.source import AudioSource, SourceEnded, VideoSource
 
 STAMP_BITS = 24
-STAMP_MODULUS = 1 << STAMP_BITS
+VIDEO_CYCLE_S = 10
+"""The stamped pattern repeats after this many seconds (``fps * VIDEO_CYCLE_S`` frames)."""
+VIDEO_CYCLE_MS = VIDEO_CYCLE_S * 1000
+"""Capture stamps count milliseconds modulo this."""
+REPLAY_GOP_S = 0.5
+"""A replayed cycle has a keyframe this often: a new subscriber or a PLI waits at most this long."""
 _CHECK_BITS = 6
 _COLS, _ROWS = 16, 2
 _BLACK, _WHITE = 16, 235
@@ -141,7 +151,7 @@ def _band(width: int, height: int) -> tuple[int, list[tuple[int, int, int, int]]
 
 
 def _stamp_bits(value: int) -> list[int]:
-    value %= STAMP_MODULUS
+    value %= VIDEO_CYCLE_MS
     bits = [1, 0]
     bits += [(value >> i) & 1 for i in range(STAMP_BITS - 1, -1, -1)]
     bits += [(_check(value) >> i) & 1 for i in range(_CHECK_BITS - 1, -1, -1)]
@@ -149,7 +159,7 @@ def _stamp_bits(value: int) -> list[int]:
 
 
 def draw_capture_ms(frame: VideoFrame, ms: int) -> None:
-    """Write ``ms % 2**24`` into the bottom band of ``frame`` (in place; chroma set neutral)."""
+    """Write ``ms % VIDEO_CYCLE_MS`` into the bottom band of ``frame`` (in place; chroma set neutral)."""
     w, h = frame.width, frame.height
     top, cells, _, _ = _band(w, h)
     y = frame.y
@@ -196,7 +206,7 @@ def read_index(frame: VideoFrame) -> int | None:
 
 
 def read_capture_ms(frame: VideoFrame) -> int | None:
-    """The capture time (ms modulo 2**24) ``StampedTestPattern`` drew into ``frame``, or None."""
+    """The capture time (ms modulo ``VIDEO_CYCLE_MS``) ``StampedTestPattern`` drew into ``frame``, or None."""
     w, h = frame.width, frame.height
     _, _, rows, cols = _band(w, h)
     bits = _read_bits(frame.y, rows, cols)
@@ -204,13 +214,18 @@ def read_capture_ms(frame: VideoFrame) -> int | None:
         return None
     value = int(bits[2 : 2 + STAMP_BITS] @ _WEIGHTS)
     check = int(bits[2 + STAMP_BITS :] @ _CHECK_WEIGHTS)
-    return value if check == _check(value) else None
+    return value if check == _check(value) and value < VIDEO_CYCLE_MS else None
 
 
 def latency_ms(stamp_ms: int, now: float | None = None) -> float:
-    """Milliseconds from a capture stamp to ``now`` (wall clock), modulo 2**24 ms."""
+    """Milliseconds from a capture stamp to ``now`` (wall clock), modulo ``VIDEO_CYCLE_MS``."""
     now_ms = int((time.time() if now is None else now) * 1000)
-    return float((now_ms - stamp_ms) % STAMP_MODULUS)
+    return float((now_ms - stamp_ms) % VIDEO_CYCLE_MS)
+
+
+def cycle_frames(fps: float) -> int:
+    """Frames in one cycle of the stamped pattern: indices count modulo this."""
+    return max(1, round(fps * VIDEO_CYCLE_S))
 
 
 class _GridSource:
@@ -237,6 +252,11 @@ class _GridSource:
     def running(self) -> bool:
         return self._running
 
+    def grid_slot(self, n: int) -> int:
+        """Frame ``n``'s slot on the wall clock: slot 0 at the epoch plus the phase's offset."""
+        c = self.clock
+        return round((c.wall_time(n) - c.phase * c.period) / c.period)
+
     async def start(self) -> None:
         self._next, self._running = 0, True
         self.clock.start()
@@ -259,11 +279,27 @@ class _GridSource:
 
 
 class StampedTestPattern(_GridSource, VideoSource):
-    """``TestPattern`` frames (index in the top band) with the capture time in a bottom band (module doc)."""
+    """``TestPattern`` frames (index in the top band) with the capture time in a bottom band (module doc).
 
-    def __init__(self, width: int = 640, height: int = 480, fps: float = 30.0, *, phase: float = 0.0) -> None:
+    Slot ``k`` of the wall-clock grid shows index ``k mod cycle_frames`` and the stamp of its
+    scheduled time, so the same slot always looks the same. With ``preencode=True`` (and a frame
+    rate that fills the 10 s cycle with whole frames) the cycle is encoded once, at the first
+    ``start()`` or ``prepare()``, with ``codec`` at ``bitrate`` and a keyframe every
+    ``REPLAY_GOP_S``; ``recv()`` then hands out ``EncodedVideoFrame``s that the publishing fan-out
+    sends without encoding (their pixels are rendered only if someone reads them).
+    """
+
+    def __init__(self, width: int = 640, height: int = 480, fps: float = 30.0, *, phase: float = 0.0,
+                 preencode: bool = False, codec: VideoCodecName = "vp8", bitrate: int = 800_000) -> None:
         self.pattern = TestPattern(width, height, fps)
         self._grid_init(1.0 / fps, phase)
+        self.cycle_frames = cycle_frames(fps)
+        self._periodic = abs(fps * VIDEO_CYCLE_S - self.cycle_frames) < 1e-9
+        self.preencode = preencode and self._periodic
+        self.codec: VideoCodecName = codec
+        self.bitrate = bitrate
+        self._cycle: list[tuple[bytes, bool]] = []
+        """(packet, keyframe) of each position of the cycle."""
 
     @property
     def name(self) -> str:
@@ -281,11 +317,69 @@ class StampedTestPattern(_GridSource, VideoSource):
     def fps(self) -> float:
         return self.pattern.fps
 
+    def stamp_ms(self, slot: int) -> int:
+        """The capture stamp slot ``slot`` carries: its wall-clock time in ms modulo ``VIDEO_CYCLE_MS``."""
+        c = self.clock
+        if self._periodic:  # from the position in the cycle, so that it repeats exactly
+            t = ((slot % self.cycle_frames) + c.phase) * c.period
+        else:
+            t = (slot + c.phase) * c.period
+        return round(t * 1000) % VIDEO_CYCLE_MS
+
+    def render_slot(self, slot: int) -> VideoFrame:
+        """The frame of slot ``slot`` (a new array)."""
+        frame = VideoFrame(self.pattern.render(slot % self.cycle_frames))
+        draw_capture_ms(frame, self.stamp_ms(slot))
+        return frame
+
+    async def start(self) -> None:
+        await super().start()
+        await self.prepare()
+
+    async def prepare(self) -> None:
+        """Encode the cycle now (``preencode``; ``start()`` does it otherwise), off the event loop."""
+        if self.preencode and not self._cycle:
+            await asyncio.to_thread(self.prepare_blocking)
+
+    def prepare_blocking(self) -> None:
+        """``prepare()`` on the calling thread (330 frames at 640x480@30: ~0.5 s on the 2-core VM)."""
+        if self.preencode and not self._cycle:
+            self._cycle = self._encode_cycle()
+
+    def _encode_cycle(self) -> list[tuple[bytes, bool]]:
+        fps = self.pattern.fps
+        gop = max(1, round(fps * REPLAY_GOP_S))
+        encoder = VideoEncoder(VideoEncoderSettings(codec=self.codec, bitrate=self.bitrate, fps=fps,
+                                                    max_bitrate=max(self.bitrate, 2_500_000)))
+        out: list[tuple[bytes, bool]] = []
+        warm = round(fps)  # the cycle's last second first, so rate control is settled at position 0
+        try:
+            for k in range(-warm, self.cycle_frames):
+                slot = k % self.cycle_frames
+                if slot % gop == 0:
+                    encoder.force_keyframe()
+                frame = self.render_slot(slot)
+                frame.pts = (k + warm) * 90_000 // round(fps)
+                packets = encoder.encode(frame)
+                if k >= 0:
+                    if len(packets) != 1:
+                        raise EncodeError(f"{self.codec} gave {len(packets)} packets for one frame")
+                    out.append((bytes(packets[0]), bool(packets[0].is_keyframe)))
+        finally:
+            encoder.close()
+        return out
+
     async def recv(self) -> VideoFrame:
         n = await self._slot()
-        now = time.time()
-        frame = VideoFrame(self.pattern.render(n), pts=int(n * 90_000 / self.pattern.fps), capture_time=now)
-        draw_capture_ms(frame, int(now * 1000))
+        slot = self.grid_slot(n)
+        capture = self.clock.wall_time(n)
+        pts = int(n * 90_000 / self.pattern.fps)
+        if self._cycle:
+            packet, key = self._cycle[slot % self.cycle_frames]
+            return EncodedVideoFrame.replay(packet, self.codec, key, self.width, self.height,
+                                            partial(self.render_slot, slot), pts=pts, capture_time=capture)
+        frame = self.render_slot(slot)
+        frame.pts, frame.capture_time = pts, capture
         return frame
 
 
@@ -332,10 +426,6 @@ class MarkedTone(_GridSource, AudioSource):
     def offset_s(self) -> float:
         """Where in each second (of the wall clock) this source's marks start."""
         return mark_offset(self.clock.phase)
-
-    def grid_slot(self, n: int) -> int:
-        """Block ``n``'s slot on the wall clock: 50 a second, slot 0 at the epoch plus ``offset_s``."""
-        return round((self.clock.wall_time(n) - self.offset_s) * 1000 / BLOCK_MS)
 
     def is_silent(self, n: int) -> bool:
         """Whether block ``n`` (scheduled at ``clock.wall_time(n)``) is part of a mark."""

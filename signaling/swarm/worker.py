@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 from signaling.swarm.layout import Layout, MediaSpec, format_range, whole_calls
 from signaling.swarm.participant import Participant, Thresholds
+from signaling.swarm.stamped import MarkedTone, StampedTestPattern
 from signaling.swarm.stats import percentile_r1
 
 logger = logging.getLogger(__name__)
@@ -165,9 +166,12 @@ class Worker:
 
         self.opts = opts
         self.timeline = Timeline()
-        preencode = opts.engine == "callrt" and opts.media.audio_encoding == "replay"
-        self.participants = [Participant(k, opts.layout, opts.media, self.timeline, preencode_audio=preencode)
-                             for k in opts.participants]
+        callrt = opts.engine == "callrt"
+        self.participants = [
+            Participant(k, opts.layout, opts.media, self.timeline,
+                        preencode_audio=callrt and opts.media.audio_encoding == "replay",
+                        preencode_video=callrt and opts.media.video_encoding == "replay")
+            for k in opts.participants]
         self.stop = asyncio.Event()
         self.interrupted = False
         self.monitor = Monitor(self.timeline, opts.cpu)
@@ -256,19 +260,22 @@ class Worker:
         self.warmup_s = time.monotonic() - t0
 
     async def _prepare(self) -> None:
-        """Pre-encode the bots' tones before anyone joins (one thread, so joins do not compete with it)."""
-        tones = [p.tone for p in self.participants if p.tone is not None and p.tone.preencode]
-        if not tones:
+        """Pre-encode the bots' tones and pattern cycles before anyone joins (one thread, so joins do
+        not compete with it)."""
+        sources: list[MarkedTone | StampedTestPattern] = [
+            s for p in self.participants for s in (p.tone, p.pattern) if s is not None and s.preencode]
+        if not sources:
             return
         self.phase = "preparing"
         t0 = time.monotonic()
 
         def encode_all() -> None:
-            for t in tones:
-                t.prepare_blocking()
+            for s in sources:
+                s.prepare_blocking()
 
         await asyncio.to_thread(encode_all)
-        logger.info("worker %d: %d tones pre-encoded in %.1f s", self.opts.index, len(tones), time.monotonic() - t0)
+        logger.info("worker %d: %d sources pre-encoded in %.1f s", self.opts.index, len(sources),
+                    time.monotonic() - t0)
 
     def _engine(self) -> _Engine:
         if self.opts.engine == "aiortc":

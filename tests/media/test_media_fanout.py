@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator
 import pytest
 from aiortc import RTCPeerConnection, RTCRtpSender
 
-from media.codecs import VideoEncoder
+from media.codecs import VideoEncoder, VideoEncoderSettings
 from media.fanout import EncodedVideoFanout
-from media.frames import VideoFrame
+from media.frames import EncodedVideoFrame, VideoFrame
 from media.sinks import VideoSink
-from media.testing import PatternVideoSource, read_index, render_pattern
+from media.testing import PatternVideoSource, draw_index, read_index, render_pattern
 from tests.media.helpers import connect, eventually
 
 pytestmark = pytest.mark.timeout(60)
@@ -240,3 +240,81 @@ async def test_a_peer_starting_during_an_encode_still_gets_a_keyframe():
 async def _drain(track):
     while True:
         await track.recv()
+
+
+REPLAY_OFFSET = 5000
+
+
+class _ReplayedPattern(PatternVideoSource):
+    """Frames whose pixels show index i but whose packets (``EncodedVideoFrame``) carry index i + 5000:
+    what a receiver decodes tells which was sent. A keyframe every 10 frames, as a replay has."""
+
+    def __init__(self) -> None:
+        super().__init__(320, 240, fps=30)
+        self._encoder = VideoEncoder(VideoEncoderSettings(codec="vp8", bitrate=400_000))
+        self.rendered = 0
+
+    async def recv(self) -> VideoFrame:
+        frame = await super().recv()
+        shown = VideoFrame(frame.data.copy(), pts=frame.pts)
+        draw_index(shown, self.last_index + REPLAY_OFFSET)
+        if self.last_index % 10 == 0:
+            self._encoder.force_keyframe()
+        (packet,) = self._encoder.encode(shown)
+
+        def render() -> VideoFrame:
+            self.rendered += 1
+            return frame
+
+        return EncodedVideoFrame.replay(bytes(packet), "vp8", packet.is_keyframe, frame.width, frame.height,
+                                        render, pts=frame.pts, capture_time=frame.capture_time)
+
+
+async def test_pre_encoded_video_is_sent_as_it_is(peers: Peers) -> None:
+    """The replay's packets reach every peer (late joiner included, from the replay's next keyframe)
+    without the fan-out encoding or rendering anything; switching to a camera starts with our keyframe."""
+    source = _ReplayedPattern()
+    await source.start()
+    try:
+        async with EncodedVideoFanout(source, "vp8") as fanout:
+            first = await peers.add(fanout)
+            got = await indices(first, 8)
+            assert_increasing(got)
+            assert all(i >= REPLAY_OFFSET for i in got), got  # the packets, not the pixels
+            late = await peers.add(fanout)
+            assert all(i >= REPLAY_OFFSET for i in await indices(late, 3))
+            stats = fanout.stats()
+            assert fanout.encodes_done == 0 and stats.encodes == 0 and stats.passed_through >= 11
+            assert source.rendered == 0  # nobody needed the pixels
+            camera = PatternVideoSource(320, 240, fps=30)
+            await camera.start()
+            try:
+                fanout.replace_source(camera)
+                for sink in (first, late):
+                    frame = await asyncio.wait_for(sink.recv(), 5)
+                    while read_index(frame) >= REPLAY_OFFSET:
+                        frame = await asyncio.wait_for(sink.recv(), 5)
+                    assert read_index(frame) <= camera.last_index  # decodes cleanly at once
+                assert fanout.encoder.keyframes >= 1 and fanout.encodes_done > 0
+            finally:
+                await camera.stop()
+    finally:
+        await source.stop()
+
+
+def test_an_encoded_video_frame_renders_its_pixels_on_first_use() -> None:
+    calls = []
+    pixels = VideoFrame.allocate(64, 32)
+
+    def render() -> VideoFrame:
+        calls.append(1)
+        return pixels
+
+    frame = EncodedVideoFrame.replay(b"\x00", "vp8", True, 64, 32, render, pts=7, capture_time=1.0)
+    assert (frame.width, frame.height, frame.pts, frame.keyframe, frame.packet) == (64, 32, 7, True, b"\x00")
+    assert calls == []
+    assert frame.y.shape == (32, 64) and int(frame.y[0, 0]) == 16 and frame.data.shape == (48, 64)
+    assert calls == [1]
+    wrong = EncodedVideoFrame.replay(b"", "vp8", False, 64, 48, render)
+    with pytest.raises(ValueError):
+        _ = wrong.y

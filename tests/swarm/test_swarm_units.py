@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import time
 
+import av
 import numpy as np
 import pytest
 
 from devices import read_frame_index
 from media.codecs import AudioDecoder, AudioEncoder, VideoDecoder, VideoEncoder, VideoEncoderSettings
-from media.frames import OpusAudioFrame, VideoFrame
+from media.frames import EncodedVideoFrame, OpusAudioFrame, VideoFrame
 from media.source import SourceEnded
+from signaling.swarm.checks import Timeline, VideoCheck
 from signaling.swarm.cli import add_swarm_parser
 from signaling.swarm.errors import InvalidSwarmSpec, ReportError
 from signaling.swarm.layout import Layout, MediaSpec, parse_range, parse_video, split, whole_calls
@@ -19,11 +22,13 @@ from signaling.swarm.participant import Thresholds, failed_result, verdict
 from signaling.swarm.report import merge, render
 from signaling.swarm.stamped import (
     CYCLE_BLOCKS,
-    STAMP_MODULUS,
+    VIDEO_CYCLE_MS,
     MarkedTone,
     StampedTestPattern,
     ToneMarks,
+    draw_capture_ms,
     read_capture_ms,
+    read_index,
     slot_is_silent,
 )
 
@@ -61,13 +66,72 @@ async def test_capture_stamp_and_index_survive_vp8():
     try:
         for _ in range(6):
             frame = await source.recv()
-            stamp = int(frame.capture_time * 1000) % STAMP_MODULUS
+            stamp = round(frame.capture_time * 1000) % VIDEO_CYCLE_MS  # the time of its slot
             for packet in encoder.encode(frame):
                 for decoded in decoder.decode(packet):
                     assert read_capture_ms(decoded) == stamp
-                    assert read_frame_index(decoded) is not None
+                    assert read_frame_index(decoded) == round(frame.capture_time * 30 - 0.5) % 300
     finally:
         await source.stop()
+
+
+async def test_a_pre_encoded_pattern_replays_one_cycle_of_its_slots():
+    """``preencode``: the 10 s cycle is encoded once; each frame carries the packet of its slot, and
+    what that packet decodes to is the frame a live source would have drawn for the slot."""
+    source = StampedTestPattern(160, 120, 30, phase=0.25, preencode=True, bitrate=300_000)
+    assert source.render_slot(7).data.tobytes() == source.render_slot(7 + 300).data.tobytes()  # periodic
+    await source.start()
+    assert len(source._cycle) == source.cycle_frames == 300
+    keys = [k for k, (_, key) in enumerate(source._cycle) if key]
+    assert keys == list(range(0, 300, 15))  # a keyframe every 0.5 s
+    decoder = VideoDecoder("vp8")
+    try:
+        frame = await source.recv()
+        slot = source.grid_slot(0)
+        assert isinstance(frame, EncodedVideoFrame) and frame.packet == source._cycle[slot % 300][0]
+        start = (slot // 15 + 1) * 15  # decode from the next keyframe on, as a subscriber would
+        for k in range(start, start + 20):
+            packet = source._cycle[k % 300][0]
+            (decoded,) = decoder.decode(av.Packet(packet))
+            assert read_index(decoded) == k % 300
+            assert read_capture_ms(decoded) == source.stamp_ms(k)
+        assert frame.y.shape == (120, 160) and read_index(frame) == slot % 300  # pixels made on demand
+    finally:
+        await source.stop()
+    # a rate that does not fill the cycle with whole frames is encoded live
+    assert StampedTestPattern(160, 120, 29.97, preencode=True).preencode is False
+
+
+def test_video_check_counts_modulo_the_cycle_and_unwraps_latency(monkeypatch: pytest.MonkeyPatch):
+    """Indices wrap at the cycle (300 frames), stamps at 10 s: a stream falling 14 s behind reads 14 s,
+    a 7 s freeze is 7 s of loss (not old frames), a late frame is out of order, a frame whose index
+    disagrees with its time is unreadable."""
+    from signaling.swarm import checks
+
+    source = StampedTestPattern(160, 120, 30)
+    check = VideoCheck(0, Timeline(), cycle=300, fps=30)
+    check.window_open = True
+    first = round(time.time() * 30) - 30
+    order = [*range(first, first + 5), first + 6, first + 5, *range(first + 7, first + 420),
+             *range(first + 630, first + 700)]  # a 210-frame freeze
+    expected = []
+    latency = 0.1
+    for k in order:
+        latency += 0.035 if k < first + 420 else -0.002  # falls further behind, then catches up a little
+        monkeypatch.setattr(checks.time, "time", lambda k=k, latency=latency: k / 30 + latency)
+        check.on_frame(source.render_slot(k))
+        if k != first + 5:
+            expected.append(latency * 1000)
+    frame = source.render_slot(first + 800)
+    draw_capture_ms(frame, source.stamp_ms(first + 801))  # a time that does not go with its index
+    monkeypatch.setattr(checks.time, "time", lambda: (first + 801) / 30 + latency)
+    check.on_frame(frame)
+    monkeypatch.undo()
+    assert check.out_of_order == 1  # first+5 came after first+6
+    assert check.lost == 1 + 210  # first+5 (never in order) and the 210 frames of the freeze
+    assert check.verified == len(order) - 1 and check.unreadable == 1
+    assert max(check.latencies) > 14_000
+    assert np.allclose(check.latencies, expected, atol=2.0)
 
 
 def _mark_latencies(marks: ToneMarks, blocks: list, arrival: float) -> list[float]:
