@@ -440,10 +440,12 @@ async def e2e_interleaved(mode: str, width: int, height: int, warmup: float, win
 
 
 def _isolated_step(mode: str, width: int, height: int) -> Any:
-    """A function ``run(n) -> CPU seconds`` of conversion + VP8 encode + libvpx decode (+ to-NumPy) for
-    ``n`` more frames, outside any peer connection, with the e2e run's settings and content."""
+    """A function ``run(n) -> CPU seconds`` of conversion + VP8 encode + decode (+ to-NumPy) for ``n``
+    more frames, outside any peer connection, with the e2e run's settings and content. The decoder
+    is the one each side's receiver uses: FFmpeg's VP8 for callrt (``media.inline_decode``),
+    libvpx for aiortc."""
     camera = BgrCamera(width, height)
-    decoder = av.CodecContext.create("libvpx", "r")  # what aiortc's receiver decodes with
+    decoder = av.CodecContext.create("vp8" if mode == "callrt" else "libvpx", "r")
     if mode == "callrt":
         conv = Converter()
         enc = VideoEncoder(fixed_settings())

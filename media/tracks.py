@@ -18,6 +18,7 @@ encoder, and applies REMB to that (unused) encoder, so the hook wraps methods on
 * ``send``: checks the negotiated codec; if the remote picked another codec than the fan-out's
   (an answer to an offer that preferred it), the track falls back to raw frames that aiortc
   encodes for that peer alone, and logs a warning. ``prefer_codec`` avoids this on offers;
+* ``_run_rtp``: ``media.rtp_send.lean_rtp`` (the same packets with less Python per packet);
 * ``_next_encoded_frame`` (audio): aiortc computes the RFC 6465 audio level only for frames it
   encodes itself, so the level the fan-out measured once per packet is put on the RTP frame.
 """
@@ -39,6 +40,7 @@ from media.avframes import audio_to_av, to_av
 from media.codecs import MIME_TYPES
 from media.errors import PipelineClosed, UnsupportedFormat
 from media.frames import VIDEO_TIME_BASE, AudioFrame, PlanarVideoFrame, VideoFrame
+from media.rtp_send import lean_rtp
 from media.source import Source, SourceEnded
 
 logger = logging.getLogger(__name__)
@@ -202,6 +204,7 @@ class EncodedTrack(MediaStreamTrack):
                 self.use_raw_frames(f"negotiated {codecs[0].mimeType}, fan-out encodes {mime}")
             await own_send(parameters)
 
+        lean_rtp(sender)
         sender._send_keyframe = send_keyframe  # type: ignore[method-assign]
         sender._handle_rtcp_packet = handle_rtcp_packet  # type: ignore[method-assign]
         sender.send = send  # type: ignore[method-assign]

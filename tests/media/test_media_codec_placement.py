@@ -7,6 +7,7 @@ import contextlib
 import os
 import threading
 from collections.abc import AsyncIterator, Callable
+from fractions import Fraction
 from typing import Any
 
 import pytest
@@ -14,7 +15,14 @@ import pytest
 from media._boundary import CODEC_THREADS_ENV, Worker, codecs_on_loop
 from media.avframes import from_av
 from media.fanout import EncodedVideoFanout
-from media.inline_decode import MAX_QUEUED, _InlineDecoder, _ThreadDecoder, decode_on_loop, hook_decoder
+from media.inline_decode import (
+    MAX_QUEUED,
+    _FFmpegVp8,
+    _InlineDecoder,
+    _ThreadDecoder,
+    decode_on_loop,
+    hook_decoder,
+)
 from media.sinks import VideoSink
 from media.testing import PatternVideoSource, read_index
 from tests.media.helpers import connect, eventually
@@ -93,6 +101,7 @@ async def test_video_encoded_and_decoded_on_the_loop_arrives_in_order(monkeypatc
         assert placement == "loop" and decode_on_loop(receiver) is True  # idempotent
         stand_in = receiver._RTCRtpReceiver__decoder_queue
         assert isinstance(stand_in, _InlineDecoder) and stand_in.decoded >= 15
+        assert isinstance(stand_in._decoder, _FFmpegVp8)  # FFmpeg's VP8 decoder, not aiortc's libvpx binding
         assert fanout.encodes_done >= 15
         # no encoder thread was started for this fan-out
         assert not any(t.name.startswith("callrt-enc") for t in threading.enumerate() if t.name not in before)
@@ -120,9 +129,13 @@ async def test_video_decoded_on_aiortc_thread_hands_frames_over_bounded(monkeypa
         assert track._queue.qsize() <= MAX_QUEUED["video"] == 4
         assert stand_in.dropped >= stand_in.decoded - 4 > 0
         # what waits is the newest video, in order, and reading goes on with later frames
-        waiting = [read_index(from_av(await asyncio.wait_for(track.recv(), 5)))
-                   for _ in range(track._queue.qsize())]
-        later = [read_index(from_av(await asyncio.wait_for(track.recv(), 5))) for _ in range(10)]
-        indices = waiting + later
+        frames = [await asyncio.wait_for(track.recv(), 5) for _ in range(track._queue.qsize())]
+        waiting = [read_index(from_av(f)) for f in frames]
+        frames += [await asyncio.wait_for(track.recv(), 5) for _ in range(10)]
+        indices = [read_index(from_av(f)) for f in frames]
         assert indices == sorted(indices) and len(set(indices)) == len(indices)
+        # RTP time (90 kHz) on every decoded frame, as aiortc's decoder sets it
+        pts = [f.pts for f in frames]
+        assert all(f.time_base == Fraction(1, 90_000) for f in frames) and pts == sorted(pts)
+        assert (pts[-1] - pts[0]) / 90_000 == pytest.approx((indices[-1] - indices[0]) / 30, abs=0.1)
         assert waiting[-1] >= stand_in.decoded - 10
