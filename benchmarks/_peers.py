@@ -306,20 +306,40 @@ async def fanout_once(rx: ReceiverProcess, mode: str, peers: int, width: int, he
     return FanoutResult(100.0 * (c1 - c0) / (t1 - t0), encodes_per_frame, received, content_ok)
 
 
+def _combine(turns: list[FanoutResult]) -> FanoutResult:
+    """One figure from equal-length turns: mean CPU, frames summed per peer."""
+    per_frame = [t.encodes_per_frame for t in turns if t.encodes_per_frame is not None]
+    return FanoutResult(
+        sum(t.cpu_pct for t in turns) / len(turns),
+        sum(per_frame) / len(per_frame) if per_frame else None,
+        [sum(col) for col in zip(*(t.received for t in turns), strict=True)],
+        all(t.content_ok for t in turns),
+    )
+
+
 async def fanout_records(peer_counts: list[int], width: int, height: int, warmup: float, window: float,
-                         step: Any) -> list[Record]:
+                         step: Any, rounds: int = 3) -> list[Record]:
+    """Fan-out CPU per peer count, both engines. The machine's speed drifts (see ``e2e_interleaved``),
+    and the scaling figure divides one peer count's CPU by another's, so every configuration is
+    measured in ``rounds`` turns of ``window / rounds``, the configurations taking turns."""
     _aiortc_starts_at_our_bitrate()
     rx = ReceiverProcess()
     records: list[Record] = []
     res = f"{width}x{height}"
+    turn = window / rounds
     try:
-        ours: dict[int, FanoutResult] = {}
-        theirs: dict[int, FanoutResult] = {}
-        for n in peer_counts:
-            ours[n] = await fanout_once(rx, "callrt", n, width, height, warmup, window)
-            step(f"fan-out callrt {n} peers")
-            theirs[n] = await fanout_once(rx, "aiortc", n, width, height, warmup, window)
-            step(f"fan-out aiortc {n} peers")
+        our_turns: dict[int, list[FanoutResult]] = {n: [] for n in peer_counts}
+        their_turns: dict[int, list[FanoutResult]] = {n: [] for n in peer_counts}
+        for r in range(rounds):
+            for n in peer_counts:
+                our_turns[n].append(await fanout_once(rx, "callrt", n, width, height, warmup, turn))
+                if r == rounds - 1:
+                    step(f"fan-out callrt {n} peers")
+                their_turns[n].append(await fanout_once(rx, "aiortc", n, width, height, warmup, turn))
+                if r == rounds - 1:
+                    step(f"fan-out aiortc {n} peers")
+        ours = {n: _combine(t) for n, t in our_turns.items()}
+        theirs = {n: _combine(t) for n, t in their_turns.items()}
         for n in peer_counts:
             o, t = ours[n], theirs[n]
             records.append(Record(
@@ -328,7 +348,8 @@ async def fanout_records(peer_counts: list[int], width: int, height: int, warmup
                 extra={"encodes_per_frame": o.encodes_per_frame, "frames_received_per_peer": o.received,
                        "content_verified": o.content_ok, "aiortc_frames_received_per_peer": t.received,
                        "fps_per_peer": round(min(o.received) / window, 1),
-                       "aiortc_fps_per_peer": round(min(t.received) / window, 1)},
+                       "aiortc_fps_per_peer": round(min(t.received) / window, 1),
+                       "measured": f"{rounds} turns of {turn:g} s, configurations alternating"},
             ))
         first = peer_counts[0]
         for n in peer_counts[1:]:

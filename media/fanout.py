@@ -70,7 +70,7 @@ from media.codecs import (
 from media.errors import EncodeError, MediaError, PipelineClosed
 from media.frames import AUDIO_SAMPLE_RATE, VIDEO_TIME_BASE, AudioFrame, EncodedVideoFrame, OpusAudioFrame, VideoFrame
 from media.source import Source, SourceEnded, VideoSource
-from media.tracks import EncodedTrack, FrameTrack, prefer_codec
+from media.tracks import EncodedTrack, FrameTrack, SharedPacketizer, prefer_codec
 
 logger = logging.getLogger(__name__)
 
@@ -368,6 +368,8 @@ class EncodedVideoFanout(_EncodedPump):
         self.codec: VideoCodecName = s.codec
         self.queue_size = queue_size
         self._worker = Worker(f"callrt-enc-{s.codec}")
+        self.packetizer = SharedPacketizer()
+        """Splits each packet into RTP payloads once for every peer (``media.tracks``)."""
         self._last_catchup = float("-inf")
         self.frames_handled = 0
         """Source frames this fan-out finished with (encoded, or skipped with no started peer)."""

@@ -19,13 +19,15 @@ NTP time for sender reports is read once per frame. A nominated pair that does n
 UDP (a TURN relay) gets each packet through aiortc's own path.
 
 The hook relies on private attributes of aiortc 1.x; when they are missing it leaves the sender
-alone (and says so once in the log).
+alone (and says so once in the log). ``CALLRT_RTP_SEND=aiortc`` in the environment keeps
+aiortc's own loop everywhere (to compare, or should an aiortc release change underneath).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import traceback
 from struct import pack
 from typing import Any
@@ -45,6 +47,8 @@ _P = "_RTCRtpSender__"
 _REQUIRED = ("rtp_started", "rtp_exited", "rtp_history", "rtp_header_extensions_map", "octet_count",
              "packet_count", "ntp_timestamp", "rtp_timestamp")
 _warned = False
+ENV = "CALLRT_RTP_SEND"
+"""``aiortc``: leave every sender's loop as aiortc made it."""
 
 
 class SentPacket:
@@ -73,11 +77,14 @@ class SentPacket:
 def lean_rtp(sender: RTCRtpSender) -> bool:
     """Give ``sender`` the lean send loop (module doc); call before it starts sending. Idempotent.
 
-    Returns False (and leaves the sender as aiortc made it) when its internals differ.
+    Returns False (and leaves the sender as aiortc made it) when its internals differ or
+    ``CALLRT_RTP_SEND=aiortc`` is set.
     """
     global _warned
     if getattr(sender, "_callrt_lean_rtp", False):
         return True
+    if os.environ.get(ENV, "").strip().lower() == "aiortc":
+        return False
     if not all(hasattr(sender, _P + name) for name in _REQUIRED) or getattr(sender, _P + "rtp_task", None):
         if not _warned:
             _warned = True
@@ -93,26 +100,27 @@ def lean_rtp(sender: RTCRtpSender) -> bool:
 
 
 class _Wire:
-    """SRTP-protect and send one RTP packet the shortest way the transports allow."""
+    """SRTP-protects and sends one RTP packet on the nominated pair's socket, without a coroutine."""
 
     def __init__(self, dtls: Any) -> None:
         self.dtls = dtls
         self.connection = getattr(dtls.transport, "_connection", None)
 
-    async def send(self, data: bytes) -> None:
+    def send_now(self, data: bytes) -> bool:
+        """Send ``data``; False when this needs aiortc's path (a relay, or not connected: its errors)."""
         dtls = self.dtls
         conn = self.connection
         pair = conn._nominated.get(1) if conn is not None else None
-        protocol = pair.protocol if pair is not None else None
-        if pair is None or type(protocol) is not StunProtocol or protocol.transport is None:
-            await dtls._send_rtp(data)  # a relay, or not connected: aiortc's path (and its errors)
-            return
-        if dtls._state != State.CONNECTED:
-            raise ConnectionError("Cannot send encrypted RTP, not connected")
+        if pair is None or dtls._state != State.CONNECTED:
+            return False
+        protocol = pair.protocol
+        if type(protocol) is not StunProtocol or protocol.transport is None:
+            return False
         data = dtls._tx_srtp.protect(data)
         protocol.transport.sendto(data, pair.remote_addr)
         dtls._RTCDtlsTransport__tx_bytes += len(data)
         dtls._RTCDtlsTransport__tx_packets += 1
+        return True
 
 
 async def _run(sender: RTCRtpSender, codec: RTCRtpCodecParameters) -> None:
@@ -151,7 +159,8 @@ async def _run(sender: RTCRtpSender, codec: RTCRtpCodecParameters) -> None:
                             ssrc) + block + payload
                 history[sequence_number % RTP_HISTORY_SIZE] = SentPacket(
                     data, sequence_number, timestamp, marker, payload, ext, payload_type, ssrc)
-                await wire.send(data)
+                if not wire.send_now(data):
+                    await s.transport._send_rtp(data)
                 octets += len(payload)
                 sequence_number = (sequence_number + 1) & 0xFFFF
             setattr(s, _P + "ntp_timestamp", clock.current_ntp_time())

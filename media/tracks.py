@@ -18,6 +18,8 @@ encoder, and applies REMB to that (unused) encoder, so the hook wraps methods on
 * ``send``: checks the negotiated codec; if the remote picked another codec than the fan-out's
   (an answer to an offer that preferred it), the track falls back to raw frames that aiortc
   encodes for that peer alone, and logs a warning. ``prefer_codec`` avoids this on offers;
+* ``_next_encoded_frame`` (video): payloads from the fan-out's ``SharedPacketizer``, split once
+  for all peers instead of once per peer;
 * ``_run_rtp``: ``media.rtp_send.lean_rtp`` (the same packets with less Python per packet);
 * ``_next_encoded_frame`` (audio): aiortc computes the RFC 6465 audio level only for frames it
   encodes itself, so the level the fan-out measured once per packet is put on the RTP frame.
@@ -27,12 +29,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from typing import Any, Literal, Protocol
 
 import av
 from aiortc import MediaStreamTrack, RTCRtpSender, RTCRtpTransceiver
+from aiortc.codecs import get_encoder
 from aiortc.mediastreams import MediaStreamError
-from aiortc.rtcrtpparameters import RTCRtpSendParameters
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpSendParameters
+from aiortc.rtcrtpsender import RTCEncodedFrame
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, unpack_remb_fci
 
 from media._queue import DropOldestQueue
@@ -55,6 +60,40 @@ class TrackOwner(Protocol):
     def request_keyframe(self, track: Any = None) -> None: ...
     def report_bandwidth(self, track: Any, bps: int) -> None: ...
     def _on_first_recv(self, track: Any) -> None: ...
+
+
+class SharedPacketizer:
+    """Splits each encoded packet into RTP payloads once for all the peers of one fan-out.
+
+    aiortc's sender asks its own payloader (``encoder.pack``) for every packet it sends: with N
+    peers, N identical VP8 payload splits per frame (a descriptor object and a bytes join per
+    RTP packet). The peers of a fan-out send the very same ``av.Packet`` objects, so the first
+    peer to send one packs it and the others reuse the payloads, picture ID included (a peer that
+    skipped frames while waiting for a keyframe sees the picture ID jump, as it would after loss).
+    The last ``keep`` packets are remembered; every peer's queue is shorter than that.
+    """
+
+    def __init__(self, keep: int = 32) -> None:
+        self.keep = keep
+        self._packers: dict[str, Any] = {}
+        self._recent: OrderedDict[int, tuple[av.Packet, list[bytes], int]] = OrderedDict()
+        self.packed = 0
+        """Packets split (once each, however many peers sent them)."""
+
+    def pack(self, packet: av.Packet, codec: RTCRtpCodecParameters) -> tuple[list[bytes], int]:
+        """RTP payloads and timestamp of ``packet`` (``codec``: the negotiated one)."""
+        hit = self._recent.get(id(packet))
+        if hit is not None and hit[0] is packet:
+            return hit[1], hit[2]
+        packer = self._packers.get(codec.mimeType)
+        if packer is None:
+            packer = self._packers[codec.mimeType] = get_encoder(codec)
+        payloads, timestamp = packer.pack(packet)
+        self.packed += 1
+        self._recent[id(packet)] = (packet, payloads, timestamp)
+        if len(self._recent) > self.keep:
+            self._recent.popitem(last=False)
+        return payloads, timestamp
 
 
 def frame_to_av(frame: VideoFrame | AudioFrame, pts: int | None = None) -> av.VideoFrame | av.AudioFrame:
@@ -208,6 +247,20 @@ class EncodedTrack(MediaStreamTrack):
         sender._send_keyframe = send_keyframe  # type: ignore[method-assign]
         sender._handle_rtcp_packet = handle_rtcp_packet  # type: ignore[method-assign]
         sender.send = send  # type: ignore[method-assign]
+        shared: SharedPacketizer | None = getattr(owner, "packetizer", None)
+        if self.kind == "video" and shared is not None:
+            own_next_video = sender._next_encoded_frame
+
+            async def next_shared_frame(codec: Any) -> Any:
+                if self.mode != "encoded":
+                    return await own_next_video(codec)  # raw frames: aiortc encodes them for this peer
+                packet = await self.recv()
+                if not sender._enabled or not isinstance(packet, av.Packet):
+                    return None
+                payloads, timestamp = shared.pack(packet, codec)
+                return RTCEncodedFrame(payloads, timestamp, None) if payloads else None  # type: ignore[arg-type]
+
+            sender._next_encoded_frame = next_shared_frame  # type: ignore[method-assign]
         if self.kind == "audio":
             own_next = sender._next_encoded_frame
 

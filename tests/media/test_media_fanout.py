@@ -81,6 +81,8 @@ async def test_one_encoder_feeds_three_peers(peers: Peers, source: PatternVideoS
         for peer in stats.peers:
             assert peer.mode == "encoded" and peer.sent >= 0.7 * stats.encodes
         assert sum(p.sent for p in stats.peers) > 2.1 * stats.encodes
+        # ... and split into RTP payloads once, not once per peer
+        assert 0 < fanout.packetizer.packed <= stats.encodes
         # REMB from each receiver reached the fan-out through the sender hook.
         await eventually(lambda: all(t.bandwidth for t in fanout.tracks), timeout=8)
         assert fanout.encoder.bitrate == max(fanout.encoder.settings.min_bitrate,
