@@ -9,10 +9,11 @@ capture time can travel inside the media:
   the same cell layout: two sync cells, 24 value bits, a 6-bit check. ``read_capture_ms`` decodes
   it by sampling 3x3 points in the middle of each cell (one NumPy gather, ~10 us at 640x480), so
   blur and ringing at the cell edges do not matter. Frame ``k`` of the wall-clock grid (slot
-  ``k``) carries index ``k mod (fps * 10)`` and the time of its slot, so the video repeats every
-  10 s; with ``preencode=True`` one such cycle is encoded before the run and replayed
-  (``EncodedVideoFrame``s), as a load-testing tool replaying a recording does. Receivers compare
-  indices and stamps modulo the cycle (``VideoCheck``); latency stays unambiguous as long as two
+  ``k``) carries index ``(k + shift) mod (fps * 10)`` (``shift`` follows the source's phase) and
+  the time of its slot, so the video repeats every 10 s; with ``preencode=True`` one such cycle
+  is encoded before the run and replayed (``EncodedVideoFrame``s), as a load-testing tool
+  replaying a recording does. Receivers compare indices and stamps modulo the cycle
+  (``VideoCheck``); latency stays unambiguous as long as two
   consecutive frames received are less than 5 s of capture time apart.
 * ``MarkedTone``: a mono 48 kHz sine (its frequency tells the sender apart) with timing marks:
   each second of the sender's wall clock (shifted by its phase) opens with two silent 20 ms blocks,
@@ -281,11 +282,12 @@ class _GridSource:
 class StampedTestPattern(_GridSource, VideoSource):
     """``TestPattern`` frames (index in the top band) with the capture time in a bottom band (module doc).
 
-    Slot ``k`` of the wall-clock grid shows index ``k mod cycle_frames`` and the stamp of its
-    scheduled time, so the same slot always looks the same. With ``preencode=True`` (and a frame
-    rate that fills the 10 s cycle with whole frames) the cycle is encoded once, at the first
-    ``start()`` or ``prepare()``, with ``codec`` at ``bitrate`` and a keyframe every
-    ``REPLAY_GOP_S``; ``recv()`` then hands out ``EncodedVideoFrame``s that the publishing fan-out
+    Slot ``k`` of the wall-clock grid shows index ``(k + shift) mod cycle_frames`` (``shift``
+    follows the phase) and the stamp of its scheduled time, so the same slot always looks the
+    same. With ``preencode=True`` (and a frame rate that fills the 10 s cycle with whole frames)
+    the cycle is encoded once, at the first ``start()`` or ``prepare()``, with ``codec`` at
+    ``bitrate`` and a keyframe every ``REPLAY_GOP_S``; ``recv()`` then hands out
+    ``EncodedVideoFrame``s that the publishing fan-out
     sends without encoding (their pixels are rendered only if someone reads them).
     """
 
@@ -295,6 +297,9 @@ class StampedTestPattern(_GridSource, VideoSource):
         self._grid_init(1.0 / fps, phase)
         self.cycle_frames = cycle_frames(fps)
         self._periodic = abs(fps * VIDEO_CYCLE_S - self.cycle_frames) < 1e-9
+        self.shift = round(self.clock.phase * self.cycle_frames) % self.cycle_frames
+        """Where in the pattern's cycle slot 0 is: sources with different phases are not in step,
+        so the costlier stretches of the content do not hit every receiver at once."""
         self.preencode = preencode and self._periodic
         self.codec: VideoCodecName = codec
         self.bitrate = bitrate
@@ -327,8 +332,8 @@ class StampedTestPattern(_GridSource, VideoSource):
         return round(t * 1000) % VIDEO_CYCLE_MS
 
     def render_slot(self, slot: int) -> VideoFrame:
-        """The frame of slot ``slot`` (a new array)."""
-        frame = VideoFrame(self.pattern.render(slot % self.cycle_frames))
+        """The frame of slot ``slot`` (a new array): index ``(slot + shift) mod cycle_frames``."""
+        frame = VideoFrame(self.pattern.render((slot + self.shift) % self.cycle_frames))
         draw_capture_ms(frame, self.stamp_ms(slot))
         return frame
 
@@ -342,7 +347,7 @@ class StampedTestPattern(_GridSource, VideoSource):
             await asyncio.to_thread(self.prepare_blocking)
 
     def prepare_blocking(self) -> None:
-        """``prepare()`` on the calling thread (330 frames at 640x480@30: ~0.5 s on the 2-core VM)."""
+        """``prepare()`` on the calling thread (600 frames at 640x480@30: ~0.8 s on the 2-core VM)."""
         if self.preencode and not self._cycle:
             self._cycle = self._encode_cycle()
 
@@ -352,7 +357,10 @@ class StampedTestPattern(_GridSource, VideoSource):
         encoder = VideoEncoder(VideoEncoderSettings(codec=self.codec, bitrate=self.bitrate, fps=fps,
                                                     max_bitrate=max(self.bitrate, 2_500_000)))
         out: list[tuple[bytes, bool]] = []
-        warm = round(fps)  # the cycle's last second first, so rate control is settled at position 0
+        # the whole cycle once first: an encoder's first seconds give bigger frames that cost up to
+        # 1.8x as much to decode (measured: 0.33 against 0.19 ms at 640x480), and the replay must
+        # be the steady state, position 0 following position cycle-1 as it does when replayed
+        warm = self.cycle_frames
         try:
             for k in range(-warm, self.cycle_frames):
                 slot = k % self.cycle_frames

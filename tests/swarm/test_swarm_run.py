@@ -46,6 +46,7 @@ async def test_small_swarm_verifies_every_participant(tmp_path):
         assert p["audio"]["verified"] and p["audio"]["hz"]  # each sender's own tone, by FFT
         assert p["join_ms"] > 0 and p["first_frame_ms"] > 0 and p["latency_ms_p50"] is not None
     assert report["ok"] and run["summary"]["real_time"] == 6
+    assert report["media"]["video_encoding"] == report["media"]["audio_encoding"] == "replay"  # the defaults
     assert any(s["phase"] == "running" for s in samples), "no live samples"
     # the report is well-formed JSON and merges again into the same figures
     path = tmp_path / "swarm.json"
@@ -122,7 +123,7 @@ def test_sigint_leaves_no_process_behind(tmp_path):
 async def test_baseline_and_prototypes_run_verified_next_to_each_other():
     lenient = Thresholds(late_ms=5000, trend_ms=5000, min_rate=0.5, max_loss=0.5)
     opts = SwarmOptions(calls=1, per_call=2, media=MediaSpec(audio=True, video=parse_video("160x120@15"),
-                                                            audio_encoding="live"),
+                                                            audio_encoding="live", video_encoding="live"),
                         seconds=2.0, processes=1, live=False, thresholds=lenient, baseline=True, loop=LOOP,
                         experiments=["no-remb"])
     report = await SwarmRunner(opts).run()

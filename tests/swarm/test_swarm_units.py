@@ -70,7 +70,7 @@ async def test_capture_stamp_and_index_survive_vp8():
             for packet in encoder.encode(frame):
                 for decoded in decoder.decode(packet):
                     assert read_capture_ms(decoded) == stamp
-                    assert read_frame_index(decoded) == round(frame.capture_time * 30 - 0.5) % 300
+                    assert read_frame_index(decoded) == (round(frame.capture_time * 30 - 0.5) + source.shift) % 300
     finally:
         await source.stop()
 
@@ -93,9 +93,9 @@ async def test_a_pre_encoded_pattern_replays_one_cycle_of_its_slots():
         for k in range(start, start + 20):
             packet = source._cycle[k % 300][0]
             (decoded,) = decoder.decode(av.Packet(packet))
-            assert read_index(decoded) == k % 300
+            assert read_index(decoded) == (k + source.shift) % 300 != k % 300  # phase 0.25: shifted by 75
             assert read_capture_ms(decoded) == source.stamp_ms(k)
-        assert frame.y.shape == (120, 160) and read_index(frame) == slot % 300  # pixels made on demand
+        assert frame.y.shape == (120, 160) and read_index(frame) == (slot + 75) % 300  # pixels made on demand
     finally:
         await source.stop()
     # a rate that does not fill the cycle with whole frames is encoded live
