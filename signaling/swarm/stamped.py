@@ -38,6 +38,7 @@ import asyncio
 import math
 import time
 from functools import lru_cache, partial
+from typing import Any
 
 import numpy as np
 
@@ -230,7 +231,8 @@ def cycle_frames(fps: float) -> int:
 
 
 class _GridSource:
-    """What both stamped sources share: a ``GridClock``, running state, and the next slot to produce.
+    """What both stamped sources share: a ``GridClock``, running state, the next slot to produce, and
+    the cycle a pre-encoding source replays.
 
     A source more than ``MAX_LAG_S`` behind its grid skips to the current slot (``overruns``
     counts it) rather than bursting out the frames it missed.
@@ -242,7 +244,12 @@ class _GridSource:
     def name(self) -> str:
         raise NotImplementedError
 
+    preencode = False
+    """Replay one cycle encoded at ``prepare()`` instead of encoding live (subclasses)."""
+    _cycle: list[Any]
+
     def _grid_init(self, period: float, phase: float) -> None:
+        self._cycle = []
         self.clock = GridClock(period, phase)
         self._next = 0
         self._running = False
@@ -261,6 +268,21 @@ class _GridSource:
     async def start(self) -> None:
         self._next, self._running = 0, True
         self.clock.start()
+        await self.prepare()
+
+    async def prepare(self) -> None:
+        """Encode the cycle now (``preencode``; ``start()`` does it otherwise), off the event loop."""
+        if self.preencode and not self._cycle:
+            await asyncio.to_thread(self.prepare_blocking)
+
+    def prepare_blocking(self) -> None:
+        """``prepare()`` on the calling thread."""
+        if self.preencode and not self._cycle:
+            self._cycle = self._encode_cycle()
+
+    def _encode_cycle(self) -> list[Any]:
+        """The encoded media of one cycle, by position (sources that can replay one)."""
+        raise NotImplementedError
 
     async def stop(self) -> None:
         self._running = False
@@ -337,21 +359,8 @@ class StampedTestPattern(_GridSource, VideoSource):
         draw_capture_ms(frame, self.stamp_ms(slot))
         return frame
 
-    async def start(self) -> None:
-        await super().start()
-        await self.prepare()
-
-    async def prepare(self) -> None:
-        """Encode the cycle now (``preencode``; ``start()`` does it otherwise), off the event loop."""
-        if self.preencode and not self._cycle:
-            await asyncio.to_thread(self.prepare_blocking)
-
-    def prepare_blocking(self) -> None:
-        """``prepare()`` on the calling thread (600 frames at 640x480@30: ~0.8 s on the 2-core VM)."""
-        if self.preencode and not self._cycle:
-            self._cycle = self._encode_cycle()
-
     def _encode_cycle(self) -> list[tuple[bytes, bool]]:
+        """(packet, keyframe) per position (600 encodes at 640x480@30: ~0.8 s on the 2-core VM)."""
         fps = self.pattern.fps
         gop = max(1, round(fps * REPLAY_GOP_S))
         encoder = VideoEncoder(VideoEncoderSettings(codec=self.codec, bitrate=self.bitrate, fps=fps,
@@ -439,21 +448,8 @@ class MarkedTone(_GridSource, AudioSource):
         """Whether block ``n`` (scheduled at ``clock.wall_time(n)``) is part of a mark."""
         return slot_is_silent(self.grid_slot(n))
 
-    async def start(self) -> None:
-        await super().start()
-        await self.prepare()
-
-    async def prepare(self) -> None:
-        """Encode the cycle now (``preencode``; ``start()`` does it otherwise), off the event loop."""
-        if self.preencode and not self._cycle:
-            await asyncio.to_thread(self.prepare_blocking)
-
-    def prepare_blocking(self) -> None:
-        """``prepare()`` on the calling thread (~850 Opus encodes: 70-120 ms on the 2-core VM)."""
-        if self.preencode and not self._cycle:
-            self._cycle = self._encode_cycle()
-
     def _encode_cycle(self) -> list[bytes]:
+        """The Opus packet per position (~850 encodes: 70-120 ms on the 2-core VM)."""
         encoder = AudioEncoder(AudioEncoderSettings(channels=1))
         packets: list[bytes] = []
         per_second = 1000 // BLOCK_MS
