@@ -35,6 +35,7 @@ count as loss.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from functools import lru_cache, partial
@@ -49,6 +50,8 @@ from media.errors import EncodeError
 from media.fanout import audio_level_dbov
 from media.frames import AUDIO_SAMPLE_RATE, AudioFrame, EncodedVideoFrame, OpusAudioFrame, VideoFrame
 from media.source import AudioSource, SourceEnded, VideoSource
+
+logger = logging.getLogger(__name__)
 
 STAMP_BITS = 24
 VIDEO_CYCLE_S = 10
@@ -276,9 +279,14 @@ class _GridSource:
             await asyncio.to_thread(self.prepare_blocking)
 
     def prepare_blocking(self) -> None:
-        """``prepare()`` on the calling thread."""
+        """``prepare()`` on the calling thread. A cycle that cannot be encoded (a codec that drops
+        or delays frames) leaves the source encoding live, as it would without ``preencode``."""
         if self.preencode and not self._cycle:
-            self._cycle = self._encode_cycle()
+            try:
+                self._cycle = self._encode_cycle()
+            except EncodeError as exc:
+                logger.warning("%s: no replay (%s); encoding live", self.name, exc)
+                self.preencode = False
 
     def _encode_cycle(self) -> list[Any]:
         """The encoded media of one cycle, by position (sources that can replay one)."""

@@ -320,3 +320,21 @@ def test_tone_marks_need_a_loud_block_before_a_mark():
     assert marks.push(2 * BLOCK, loud, 10.0) is None
     assert all(marks.push(i * BLOCK, loud, 10.0) is None for i in range(3, 6))
     assert marks.push(6 * BLOCK, quiet, 10.1) is None  # a run start, but its partner was never seen
+
+
+async def test_a_cycle_that_cannot_be_encoded_leaves_the_pattern_live(monkeypatch: pytest.MonkeyPatch):
+    from media.errors import EncodeError
+
+    source = StampedTestPattern(64, 32, 30, preencode=True)
+
+    def refuse() -> list:
+        raise EncodeError("vp8 gave 0 packets for one frame")
+
+    monkeypatch.setattr(source, "_encode_cycle", refuse)
+    await source.start()
+    try:
+        frame = await source.recv()
+        assert source.preencode is False and not isinstance(frame, EncodedVideoFrame)
+        assert read_capture_ms(frame) == source.stamp_ms(source.grid_slot(0))
+    finally:
+        await source.stop()
