@@ -56,6 +56,12 @@ def test_layout_ids_ranges_and_splits():
             parse_video(bad)
     with pytest.raises(InvalidSwarmSpec):
         MediaSpec(audio=False, video=None)
+    for bad in ({"audio_encoding": "mp3"}, {"video_encoding": "raw"}):
+        with pytest.raises(InvalidSwarmSpec):
+            MediaSpec(**bad)  # type: ignore[arg-type]
+    spec = MediaSpec(video=parse_video("640x480@30"), video_encoding="live")
+    assert MediaSpec.from_dict(spec.as_dict()) == spec and "(pre-encoded replay)" in spec.describe()  # the audio
+    assert "vp8 640x480@30 (pre-encoded" not in spec.describe()
 
 
 async def test_capture_stamp_and_index_survive_vp8():
