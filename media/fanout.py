@@ -436,10 +436,11 @@ class EncodedVideoFanout(_EncodedPump):
         if not encoded:
             self.frames_handled += 1
             return  # nobody needs packets yet: do not spend an encode
-        replayed = isinstance(frame, EncodedVideoFrame) and frame.codec == self.codec and bool(frame.packet)
-        if isinstance(frame, EncodedVideoFrame) and replayed:
+        replayed = False
+        if isinstance(frame, EncodedVideoFrame) and frame.codec == self.codec and frame.packet:
             packets = [self._as_is(frame, pts)]
             self.passed_through += 1
+            replayed = True
         else:
             if self._replaying:
                 self.encoder.force_keyframe()  # the peers' decoders hold the replay's reference, not ours

@@ -29,6 +29,7 @@ import asyncio
 import logging
 import os
 import traceback
+from dataclasses import dataclass, field
 from struct import pack
 from typing import Any
 
@@ -51,27 +52,24 @@ ENV = "CALLRT_RTP_SEND"
 """``aiortc``: leave every sender's loop as aiortc made it."""
 
 
+@dataclass(slots=True)
 class SentPacket:
     """What the history keeps of one sent packet: enough for aiortc's ``_retransmit`` (and RTX)."""
 
-    __slots__ = ("_bytes", "csrc", "extensions", "marker", "payload", "payload_type", "sequence_number",
-                 "ssrc", "timestamp")
-
-    def __init__(self, data: bytes, sequence_number: int, timestamp: int, marker: int, payload: bytes,
-                 extensions: HeaderExtensions, payload_type: int, ssrc: int) -> None:
-        self._bytes = data
-        self.sequence_number = sequence_number
-        self.timestamp = timestamp
-        self.marker = marker
-        self.payload = payload
-        self.extensions = extensions
-        self.payload_type = payload_type
-        self.ssrc = ssrc
-        self.csrc: list[int] = []
+    data: bytes
+    """The packet as first sent (before SRTP)."""
+    sequence_number: int
+    timestamp: int
+    marker: int
+    payload: bytes
+    extensions: HeaderExtensions
+    payload_type: int
+    ssrc: int
+    csrc: list[int] = field(default_factory=list)
 
     def serialize(self, extensions_map: Any = None) -> bytes:
-        """The packet as first sent (before SRTP)."""
-        return self._bytes
+        """The packet as first sent (what ``RtpPacket.serialize`` gives aiortc's retransmission)."""
+        return self.data
 
 
 def lean_rtp(sender: RTCRtpSender) -> bool:

@@ -82,8 +82,8 @@ class SharedPacketizer:
 
     def pack(self, packet: av.Packet, codec: RTCRtpCodecParameters) -> tuple[list[bytes], int]:
         """RTP payloads and timestamp of ``packet`` (``codec``: the negotiated one)."""
-        hit = self._recent.get(id(packet))
-        if hit is not None and hit[0] is packet:
+        hit = self._recent.get(id(packet))  # each entry keeps its packet alive: the id is not reused
+        if hit is not None:
             return hit[1], hit[2]
         packer = self._packers.get(codec.mimeType)
         if packer is None:

@@ -28,6 +28,7 @@ from signaling.swarm.stamped import (
     BLOCK,
     VIDEO_CYCLE_MS,
     ToneMarks,
+    cycle_frames,
     latency_ms,
     read_capture_ms,
     read_index,
@@ -92,18 +93,19 @@ class VideoCheck(_Stream):
     """One sender's video as received by one participant.
 
     The pattern repeats every 10 s (``stamped``): stamps count milliseconds modulo
-    ``VIDEO_CYCLE_MS`` and indices count frames modulo ``cycle``. The capture time is unwrapped
-    on the assumption that latency moves by less than 5 s from one received frame to the next
-    (a stream that falls 14 s behind reads 14 s, a 7 s freeze is a 7 s gap, not an old frame);
+    ``VIDEO_CYCLE_MS`` and indices count frames modulo ``cycle`` (``fps`` x 10). The capture
+    time is unwrapped on the assumption that latency moves by less than 5 s from one received
+    frame to the next (a stream that falls 14 s behind reads 14 s, a 7 s freeze is a 7 s gap,
+    not an old frame);
     the first frame is taken to be less than 10 s late. The order and the frames lost follow
     from the capture times; the index must agree with them, or the frame counts as unreadable.
     """
 
-    def __init__(self, sender: int, timeline: Timeline, cycle: int, fps: float = 30.0) -> None:
+    def __init__(self, sender: int, timeline: Timeline, fps: float) -> None:
         super().__init__(sender)
         self.timeline = timeline
-        self.cycle = cycle
         self.fps = fps
+        self.cycle = cycle_frames(fps)
         self.verified = 0
         self.unreadable = 0
         self.out_of_order = 0

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from signaling.swarm.checks import AudioCheck, Timeline, VideoCheck, summarize_audio, summarize_video
 from signaling.swarm.layout import Layout, MediaSpec
-from signaling.swarm.stamped import MarkedTone, StampedTestPattern, ToneMarks, cycle_frames, mark_offset
+from signaling.swarm.stamped import MarkedTone, StampedTestPattern, ToneMarks, mark_offset
 
 Verdict = Literal["real-time", "late", "lossy", "failed"]
 VERDICT_ORDER: tuple[Verdict, ...] = ("real-time", "late", "lossy", "failed")
@@ -53,7 +53,7 @@ class Participant:
         self.video_checks: dict[int, VideoCheck] = {}
         self.audio_checks: dict[int, AudioCheck] = {}
         if v is not None:
-            self.video_checks = {j: VideoCheck(j, timeline, cycle_frames(v.fps), v.fps) for j in self.peers}
+            self.video_checks = {j: VideoCheck(j, timeline, v.fps) for j in self.peers}
         if media.audio:
             self.audio_checks = {
                 j: AudioCheck(j, timeline, ToneMarks(mark_offset(layout.phase(j))))

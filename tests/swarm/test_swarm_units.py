@@ -115,7 +115,8 @@ def test_video_check_counts_modulo_the_cycle_and_unwraps_latency(monkeypatch: py
     from signaling.swarm import checks
 
     source = StampedTestPattern(160, 120, 30)
-    check = VideoCheck(0, Timeline(), cycle=300, fps=30)
+    check = VideoCheck(0, Timeline(), fps=30)
+    assert check.cycle == 300
     check.window_open = True
     first = round(time.time() * 30) - 30
     order = [*range(first, first + 5), first + 6, first + 5, *range(first + 7, first + 420),
