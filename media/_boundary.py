@@ -12,10 +12,11 @@ import asyncio
 import functools
 import logging
 import os
+import queue
+import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import av
 
@@ -67,24 +68,47 @@ class Worker:
 
     ``inline=True`` (the default where ``codecs_on_loop()``) runs each call on the caller's
     thread instead: same interface, no thread.
+
+    Not a ``ThreadPoolExecutor``: a call is one ``SimpleQueue.put`` and one loop future, resolved
+    with one ``call_soon_threadsafe``. ``run_in_executor`` adds a work item, a concurrent future,
+    their locks and two chained callbacks on the loop per call (~0.05 ms of CPU per video frame
+    measured end to end at 640x480).
     """
 
     def __init__(self, name: str, *, inline: bool | None = None) -> None:
         self.name = name
         self.inline = codecs_on_loop() if inline is None else inline
         self._open = True
-        self._pool: ThreadPoolExecutor | None = (
-            None if self.inline else ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
-        )
+        self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn(*args, **kwargs)`` on this worker's thread (or inline) and await the result."""
         if not self._open:
             raise RuntimeError(f"worker {self.name} is closed")
-        if self._pool is None:
+        if self.inline:
             return fn(*args, **kwargs)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._serve, name=f"{self.name}_0", daemon=True)
+            self._thread.start()
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+        future: asyncio.Future[T] = loop.create_future()
+        self._calls.put((functools.partial(fn, *args, **kwargs), loop, future))
+        return await future
+
+    def _serve(self) -> None:
+        while (call := self._calls.get()) is not None:
+            fn, loop, future = call
+            try:
+                result = fn()
+            except BaseException as exc:  # handed to the awaiting task, as an executor would
+                if future is not None:
+                    _resolve(loop, future, None, exc)
+                else:
+                    logger.exception("%s: final call failed", self.name)
+            else:
+                if future is not None:
+                    _resolve(loop, future, result, None)
 
     def close(self, final: Callable[[], object] | None = None) -> None:
         """Stop accepting work; calls already submitted finish, then ``final()`` runs on the same thread.
@@ -94,15 +118,36 @@ class Worker:
         if not self._open:
             return
         self._open = False
-        pool, self._pool = self._pool, None
-        if pool is None:
+        if self._thread is None:
             if final is not None:
-                final()  # inline: no call can be running under us
+                final()  # inline or never used: no call can be running under us
             return
         if final is not None:
-            pool.submit(final)
-        pool.shutdown(wait=False)
+            self._calls.put((final, None, None))
+        self._calls.put(None)
 
     @property
     def closed(self) -> bool:
         return not self._open
+
+
+_Call = tuple[Callable[[], Any], "asyncio.AbstractEventLoop | None", "asyncio.Future[Any] | None"]
+
+
+def _resolve(loop: asyncio.AbstractEventLoop | None, future: asyncio.Future[Any], result: Any,
+             exc: BaseException | None) -> None:
+    """From the worker's thread: settle ``future`` on its loop (unless it was cancelled meanwhile)."""
+
+    def settle() -> None:
+        if future.done():
+            return
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+
+    try:
+        assert loop is not None
+        loop.call_soon_threadsafe(settle)
+    except RuntimeError:  # the loop is closed: nobody is left to await it
+        pass

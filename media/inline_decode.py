@@ -86,7 +86,7 @@ class _InlineDecoder:
     """Stands in for the receiver's ``queue.Queue``: ``put`` decodes, ``get`` parks the idle thread."""
 
     def __init__(self, receiver: RTCRtpReceiver, decode_error: threading.Event, max_queued: int) -> None:
-        self._thread_queue: queue.Queue[Any] = queue.Queue()
+        self._thread_queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._receiver = receiver
         self._track_queue: asyncio.Queue[Any] | None = None
         self._decode_error = decode_error

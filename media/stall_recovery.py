@@ -56,11 +56,18 @@ class StallWatch:
 
     async def handle(self, packet: Any, arrival_time_ms: int) -> None:
         await self._own(packet, arrival_time_ms)
+        if self.check(packet):
+            await self.receiver._send_rtcp_pli(packet.ssrc)
+
+    def check(self, packet: Any) -> bool:
+        """After ``packet`` reached the jitter buffer: recover a stall; True when a keyframe request is due.
+
+        (``media.rtp_receive`` calls this from its packet handler, which cannot await.)
+        """
         if packet.ssrc in self._rtx_ssrcs:
-            return  # a retransmission: its sequence number is the RTX stream's
+            return False  # a retransmission: its sequence number is the RTX stream's
         gap = self._stalled_at(packet)
-        if gap is not None:
-            await self._recover(gap, packet)
+        return gap is not None and self._recover(gap, packet)
 
     def _stalled_at(self, packet: Any) -> int | None:
         """Where the gap is (slots after the oldest) if the oldest frame is incomplete and stale.
@@ -96,7 +103,7 @@ class StallWatch:
         waited = (packet.timestamp - first_ts) & 0xFFFFFFFF
         return gap if 0x80000000 > waited > STALL_MEDIA_S * VIDEO_CLOCK_RATE else None
 
-    async def _recover(self, gap: int, packet: Any) -> None:
+    def _recover(self, gap: int, packet: Any) -> bool:
         jitter = self._jitter
         origin, capacity, slots = jitter._origin, jitter._capacity, jitter._packets
         if gap:
@@ -114,9 +121,10 @@ class StallWatch:
         logger.info("video from ssrc %d stalled on a lost packet; skipped it and asked for a keyframe",
                     packet.ssrc)
         now = time.monotonic()
-        if now - self._last_pli >= PLI_INTERVAL_S:
-            self._last_pli = now
-            await self.receiver._send_rtcp_pli(packet.ssrc)
+        if now - self._last_pli < PLI_INTERVAL_S:
+            return False
+        self._last_pli = now
+        return True
 
 
 def recover_stalls(receiver: RTCRtpReceiver) -> StallWatch | None:

@@ -49,6 +49,27 @@ def test_placement_follows_cpu_affinity_and_the_override(monkeypatch: pytest.Mon
     w.close()
 
 
+async def test_threaded_worker_runs_calls_in_order_on_its_thread_then_the_final_call() -> None:
+    w = Worker("callrt-test", inline=False)
+    ident = await w.run(threading.get_ident)
+    assert ident != threading.get_ident()
+    thread = next(t for t in threading.enumerate() if t.ident == ident)
+    with pytest.raises(ZeroDivisionError):  # a call's exception reaches the awaiting task
+        await w.run(lambda: 1 / 0)
+    seen: list[tuple[str, int]] = []
+    blocker = threading.Event()
+    slow = asyncio.ensure_future(w.run(lambda: (blocker.wait(5), seen.append(("call", threading.get_ident())))))
+    await asyncio.sleep(0.05)
+    w.close(final=lambda: seen.append(("final", threading.get_ident())))  # does not block
+    assert w.closed and seen == []
+    blocker.set()
+    await slow
+    thread.join(5)
+    assert seen == [("call", ident), ("final", ident)] and not thread.is_alive()
+    with pytest.raises(RuntimeError):
+        await w.run(int)
+
+
 async def test_inline_worker_runs_on_the_loop_and_closes_with_its_final_call() -> None:
     w = Worker("inline", inline=True)
     assert await w.run(threading.get_ident) == threading.get_ident()

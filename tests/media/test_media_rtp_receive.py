@@ -1,0 +1,241 @@
+"""The short receive path (``media.rtp_receive``) on real aiortc peers: frames and tones arrive through it,
+lost packets are asked for again and their retransmissions (aiortc's path) complete the frames, a
+packet lost for good still ends in a keyframe request, and anything it does not own stays aiortc's."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+from aiortc.codecs.vpx import VpxPayloadDescriptor, vp8_depayload
+
+from media.fanout import EncodedAudioFanout, EncodedVideoFanout
+from media.inline_decode import hook_decoder
+from media.rtp_receive import ENV, LeanReceive, lean_receive, vp8_payload
+from media.sinks import AudioSink, VideoSink
+from media.stall_recovery import StallWatch, recover_stalls
+from media.testing import PatternVideoSource, ToneAudioSource, dominant_frequency, read_index
+from tests.media.helpers import connect, eventually
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class _DropOnArrival:
+    """Wraps a receiver's short path: drops the ``drop`` media datagrams (1-based) and, if ``rtx``, every
+    retransmission, before they are read (the SSRC is in the clear in SRTP). The first packets of the
+    retransmission stream take aiortc's path (a new SSRC), so with ``rtx`` that path drops them too."""
+
+    def __init__(self, lean: LeanReceive, drop: set[int], *, rtx: bool = False) -> None:
+        self.lean = lean
+        self.drop = drop
+        self.drop_rtx = rtx
+        self.media_ssrc: bytes | None = None
+        self.seen = 0
+        self.dropped = 0
+        self.lost_at: float | None = None
+        self.on_lost: Any = None
+        self._own = lean.datagram
+        lean.datagram = self.datagram  # type: ignore[method-assign]
+        dtls: Any = lean.receiver.transport
+        self._own_slow = dtls._handle_rtp_data
+        dtls._handle_rtp_data = self.slow_path
+
+    async def slow_path(self, data: bytes, arrival_time_ms: int) -> None:
+        if self.drop_rtx and self.media_ssrc is not None and data[8:12] != self.media_ssrc:
+            return
+        await self._own_slow(data, arrival_time_ms)
+
+    def datagram(self, data: bytes, hook: Any, stall: Any) -> None:
+        ssrc = data[8:12]
+        if self.media_ssrc is None:
+            self.media_ssrc = ssrc
+        if ssrc == self.media_ssrc:
+            self.seen += 1
+            if self.seen in self.drop:
+                self.dropped += 1
+                self.lost_at = time.monotonic()
+                if self.on_lost is not None:
+                    self.on_lost()
+                return
+        elif self.drop_rtx:
+            return
+        self._own(data, hook, stall)
+
+
+def _hooks(receiver: Any) -> tuple[LeanReceive, StallWatch | None]:
+    """What a call installs on a receiver (``signaling.rtc.peer``)."""
+    hook_decoder(receiver)
+    watch = recover_stalls(receiver)
+    lean = lean_receive(receiver)
+    assert lean is not None and lean_receive(receiver) is lean  # idempotent
+    return lean, watch
+
+
+async def test_video_takes_the_short_path_in_order_and_lost_packets_are_retransmitted() -> None:
+    src = PatternVideoSource(320, 240, fps=30)
+    await src.start()
+    pcs: list[Any] = []
+    try:
+        async with EncodedVideoFanout(src, "vp8", bitrate=600_000) as fanout:
+            hooks: list[tuple[LeanReceive, StallWatch | None]] = []
+            a, b, sink = await connect(fanout.add_to, VideoSink, on_receiver=lambda r: hooks.append(_hooks(r)))
+            pcs += [a, b]
+            [(lean, _)] = hooks
+            loss = _DropOnArrival(lean, {60, 61})
+            try:
+                indices = [read_index(await asyncio.wait_for(sink.recv(), 10)) for _ in range(60)]
+            finally:
+                await sink.aclose()
+            assert loss.dropped == 2
+            # every frame, in order: the two lost packets were NACKed from the short path, and their
+            # retransmissions (RTX, which aiortc's handler unwraps) completed the frame; the first RTX
+            # packet takes aiortc's path end to end (as every new SSRC's first packets do), the second
+            # is handed to aiortc's handler from the short path
+            assert indices == list(range(indices[0], indices[0] + 60)), indices
+            assert lean.handled >= 100 and lean.deferred >= 1
+            assert fanout.keyframe_requests <= 1  # no keyframe needed (at most the joiner's first)
+    finally:
+        for pc in pcs:
+            await pc.close()
+        await src.stop()
+
+
+async def test_a_packet_lost_for_good_on_the_short_path_is_skipped_and_a_keyframe_requested() -> None:
+    src = PatternVideoSource(320, 240, fps=30)
+    await src.start()
+    pcs: list[Any] = []
+    try:
+        async with EncodedVideoFanout(src, "vp8", bitrate=400_000) as fanout:
+            hooks: list[tuple[LeanReceive, StallWatch | None]] = []
+            a, b, sink = await connect(fanout.add_to, VideoSink, on_receiver=lambda r: hooks.append(_hooks(r)))
+            pcs += [a, b]
+            [(lean, watch)] = hooks
+            loss = _DropOnArrival(lean, {60}, rtx=True)
+            requests_at_loss: list[int] = []
+            loss.on_lost = lambda: requests_at_loss.append(fanout.keyframe_requests)
+            try:
+                while loss.lost_at is None:
+                    await asyncio.wait_for(sink.recv(), 10)
+                after: list[int] = []
+                deadline = loss.lost_at + 3.0
+                while time.monotonic() < deadline:
+                    try:
+                        frame = await asyncio.wait_for(sink.recv(), max(0.01, deadline - time.monotonic()))
+                    except TimeoutError:
+                        break
+                    after.append(read_index(frame))
+            finally:
+                await sink.aclose()
+            assert watch is not None and watch.recoveries >= 1
+            assert fanout.keyframe_requests > requests_at_loss[0]  # the PLI went out from the short path
+            assert len(after) >= 40, after
+            tail = after[-30:]
+            assert all(0 < y - x <= 3 for x, y in itertools.pairwise(tail)), after
+    finally:
+        for pc in pcs:
+            await pc.close()
+        await src.stop()
+
+
+async def test_audio_takes_the_short_path_and_the_tone_arrives() -> None:
+    tone = ToneAudioSource(740.0, channels=1, frame_ms=20)
+    await tone.start()
+    async with EncodedAudioFanout(tone) as fanout:
+        hooks: list[tuple[LeanReceive, StallWatch | None]] = []
+        a, b, sink = await connect(fanout.add_to, lambda t: AudioSink(t, maxsize=200),
+                                   on_receiver=lambda r: hooks.append(_hooks(r)))
+        try:
+            await eventually(lambda: sink.received >= 50, timeout=10)
+            got = [await asyncio.wait_for(sink.recv(), 5) for _ in range(50)]
+            pcm = np.concatenate([f.samples for f in got[10:]])
+            assert abs(dominant_frequency(pcm, got[0].sample_rate) - 740) < 10
+            [(lean, watch)] = hooks
+            assert watch is None and lean.handled >= 40
+            # what aiortc's reports and stats read was kept: packets counted per SSRC, transport bytes
+            stats = next(iter(lean.receiver._RTCRtpReceiver__remote_streams.values()))  # type: ignore[attr-defined]
+            assert stats.packets_received >= lean.handled
+            assert lean.receiver.transport._RTCDtlsTransport__rx_packets >= lean.handled  # type: ignore[attr-defined]
+        finally:
+            await sink.aclose()
+            await a.close()
+            await b.close()
+    await tone.stop()
+
+
+async def test_a_foreign_packet_handler_or_the_switch_keeps_aiortcs_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    src = PatternVideoSource(320, 240, fps=30)
+    await src.start()
+    pcs: list[Any] = []
+    try:
+        async with EncodedVideoFanout(src, "vp8", bitrate=400_000) as fanout:
+            seen: list[int] = []
+            leans: list[LeanReceive | None] = []
+
+            def on_receiver(receiver: Any) -> None:
+                own = receiver._handle_rtp_packet
+
+                async def counting(packet: Any, arrival_time_ms: int) -> None:  # e.g. a test's loss injector
+                    seen.append(packet.sequence_number)
+                    await own(packet, arrival_time_ms)
+
+                receiver._handle_rtp_packet = counting
+                leans.append(lean_receive(receiver))
+
+            a, b, sink = await connect(fanout.add_to, VideoSink, on_receiver=on_receiver)
+            pcs += [a, b]
+            try:
+                indices = [read_index(await asyncio.wait_for(sink.recv(), 10)) for _ in range(20)]
+            finally:
+                await sink.aclose()
+            [lean] = leans
+            assert lean is not None and lean.handled == 0  # every packet went through the foreign handler
+            assert len(seen) >= 20 and indices == list(range(indices[0], indices[0] + 20))
+    finally:
+        for pc in pcs:
+            await pc.close()
+        await src.stop()
+    from aiortc import RTCPeerConnection
+
+    monkeypatch.setenv(ENV, "aiortc")
+    pc = RTCPeerConnection()
+    try:
+        assert lean_receive(pc.addTransceiver("video").receiver) is None
+    finally:
+        await pc.close()
+
+
+def _descriptors() -> list[bytes]:
+    out = []
+    for x, i, m, l_, t, k, s in itertools.product((0, 1), repeat=7):
+        first = (x << 7) | (s << 4) | 2
+        if not x:
+            out.append(bytes([first]))
+            continue
+        d = [first, (i << 7) | (l_ << 6) | (t << 5) | (k << 4)]
+        if i:
+            d += [0x80 | 0x12, 0x34] if m else [0x21]
+        if l_:
+            d.append(7)
+        if t or k:
+            d.append(0b01000011)
+        out.append(bytes(d))
+    return out
+
+
+def test_vp8_descriptor_is_stripped_as_aiortc_does() -> None:
+    body = bytes(range(40))
+    for descriptor in _descriptors():
+        assert vp8_payload(descriptor + body) == vp8_depayload(descriptor + body)
+        # a descriptor cut anywhere is refused by both
+        for cut in range(len(descriptor)):
+            with pytest.raises(ValueError):
+                vp8_depayload(descriptor[:cut])
+            with pytest.raises(ValueError):
+                vp8_payload(descriptor[:cut])
+    # and what aiortc's own packetizer writes round-trips
+    desc = VpxPayloadDescriptor(partition_start=1, partition_id=0, picture_id=300)
+    assert vp8_payload(bytes(desc) + body) == body
