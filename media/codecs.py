@@ -372,10 +372,12 @@ class AudioEncoder:
         samples = frame.samples
         if self._next_pts is None or self._fill == 0:
             self._next_pts = frame.pts
-        out: list[av.Packet] = []
-        pos = 0
         n = len(samples)
         fs = self.frame_samples
+        if n == fs and self._fill == 0:  # one whole packet (the usual 20 ms frame): no staging copy
+            return self._encode_block(samples)
+        out: list[av.Packet] = []
+        pos = 0
         while pos < n:
             take = min(n - pos, fs - self._fill)
             self._pending[self._fill : self._fill + take] = samples[pos : pos + take]
