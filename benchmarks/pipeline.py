@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     quick = args.quick
     resolutions = _resolutions(args.resolutions, quick)
     peers = [int(n) for n in args.peers.split(",")] if args.peers else ([1, 2] if quick else [1, 2, 4, 8])
-    iters, codec_frames = (4, 4) if quick else (200, 90)
+    iters, codec_frames = (4, 4) if quick else (200, 150)
     warmup, window = (1.0, 0.6) if quick else (2.0, 5.0)
 
     total = 0
