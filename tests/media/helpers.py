@@ -9,6 +9,8 @@ from typing import Any
 
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCRtpReceiver
 
+from media.testing import read_index
+
 
 def new_pc() -> RTCPeerConnection:
     """A peer connection with an explicit, empty ICE server list (loopback only)."""
@@ -52,3 +54,19 @@ async def eventually(predicate: Callable[[], object], timeout: float = 10.0, int
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(interval)
+
+
+async def indices_after_loss(sink: Any, loss: Any, seconds: float = 3.0) -> list[int]:
+    """Reads ``sink`` until ``loss.lost_at`` is set, then returns the frame indices that arrive
+    within ``seconds`` of the loss."""
+    while loss.lost_at is None:  # frames flow until the packet is lost
+        await asyncio.wait_for(sink.recv(), 10)
+    after: list[int] = []
+    deadline = loss.lost_at + seconds
+    while time.monotonic() < deadline:
+        try:
+            frame = await asyncio.wait_for(sink.recv(), max(0.01, deadline - time.monotonic()))
+        except TimeoutError:
+            break
+        after.append(read_index(frame))
+    return after

@@ -19,7 +19,7 @@ from media.rtp_receive import ENV, LeanReceive, lean_receive, vp8_payload
 from media.sinks import AudioSink, VideoSink
 from media.stall_recovery import StallWatch, recover_stalls
 from media.testing import PatternVideoSource, ToneAudioSource, dominant_frequency, read_index
-from tests.media.helpers import connect, eventually
+from tests.media.helpers import connect, eventually, indices_after_loss
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -118,16 +118,7 @@ async def test_a_packet_lost_for_good_on_the_short_path_is_skipped_and_a_keyfram
             requests_at_loss: list[int] = []
             loss.on_lost = lambda: requests_at_loss.append(fanout.keyframe_requests)
             try:
-                while loss.lost_at is None:
-                    await asyncio.wait_for(sink.recv(), 10)
-                after: list[int] = []
-                deadline = loss.lost_at + 3.0
-                while time.monotonic() < deadline:
-                    try:
-                        frame = await asyncio.wait_for(sink.recv(), max(0.01, deadline - time.monotonic()))
-                    except TimeoutError:
-                        break
-                    after.append(read_index(frame))
+                after = await indices_after_loss(sink, loss)
             finally:
                 await sink.aclose()
             assert watch is not None and watch.recoveries >= 1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import time
 from typing import Any
@@ -12,8 +11,8 @@ import pytest
 from media.fanout import EncodedVideoFanout
 from media.sinks import VideoSink
 from media.stall_recovery import StallWatch, recover_stalls
-from media.testing import PatternVideoSource, read_index
-from tests.media.helpers import connect
+from media.testing import PatternVideoSource
+from tests.media.helpers import connect, indices_after_loss
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -61,16 +60,7 @@ async def test_video_frozen_on_a_lost_packet_resumes(watched: bool) -> None:
             requests_at_loss: list[int] = []
             loss.on_lost = lambda: requests_at_loss.append(fanout.keyframe_requests)
             try:
-                while loss.lost_at is None:  # frames flow until the packet is lost
-                    await asyncio.wait_for(sink.recv(), 10)
-                after: list[int | None] = []
-                deadline = loss.lost_at + 3.0
-                while time.monotonic() < deadline:
-                    try:
-                        frame = await asyncio.wait_for(sink.recv(), max(0.01, deadline - time.monotonic()))
-                    except TimeoutError:
-                        break
-                    after.append(read_index(frame))
+                after = await indices_after_loss(sink, loss)
             finally:
                 await sink.aclose()
             if watched:
