@@ -112,6 +112,29 @@ def vp8_payload(payload: bytes) -> bytes:
     return payload[pos:]
 
 
+def one_byte_extension(data: bytes, start: int, end: int, wanted: int) -> int | None:
+    """The 3-byte value of one-byte header extension ``wanted`` in ``data[start:end]`` (RFC 8285 4.2).
+
+    None when it is absent, has another length, or the block is malformed (an element running past
+    ``end``): the packet is still used, as aiortc would use it without the value.
+    """
+    pos = start
+    while pos < end:
+        b = data[pos]
+        if b == 0:  # padding between elements
+            pos += 1
+            continue
+        x_id, size = b >> 4, (b & 0x0F) + 1
+        if x_id == 15 or pos + size >= end:
+            return None
+        if x_id == wanted:
+            if size != 3:
+                return None
+            return (data[pos + 1] << 16) | (data[pos + 2] << 8) | data[pos + 3]
+        pos += 1 + size
+    return None
+
+
 class LeanReceive:
     """One receiver's media packets the short way (module doc).
 
@@ -191,18 +214,7 @@ class LeanReceive:
             wanted = self._abs_send_time_id
             if wanted is None:
                 wanted = self._abs_send_time_id = self._find_abs_send_time_id(dtls)
-            pos = 16
-            while pos < offset:
-                b = data[pos]
-                if b == 0:  # padding between elements
-                    pos += 1
-                    continue
-                x_id, size = b >> 4, (b & 0x0F) + 1
-                if x_id == 15:
-                    break
-                if x_id == wanted and size == 3:
-                    abs_send_time = (data[pos + 1] << 16) | (data[pos + 2] << 8) | data[pos + 3]
-                pos += 1 + size
+            abs_send_time = one_byte_extension(data, 16, offset, wanted)
         self.handled += 1
         payload = data[offset:]
         packet = _Packet(seq, timestamp, ssrc, pt, marker_pt >> 7, payload)
@@ -295,6 +307,8 @@ class _TransportHook:
         self._own_handle_rtp_data = dtls._handle_rtp_data
         dtls._handle_rtp_data = self._handle_rtp_data
         self._hooked: set[int] = set()
+        self.failed = 0
+        """Packets the short path raised on (dropped; the first is logged)."""
 
     async def _handle_rtp_data(self, data: bytes, arrival_time_ms: int) -> None:
         # aiortc's path (the first packets of every SSRC): once connected, hook the sockets
@@ -330,7 +344,12 @@ class _TransportHook:
                 if route is not None and dtls._state == State.CONNECTED:
                     dtls._RTCDtlsTransport__rx_bytes += len(data)
                     dtls._RTCDtlsTransport__rx_packets += 1
-                    route[0].datagram(data, hook, route[1])
+                    try:
+                        route[0].datagram(data, hook, route[1])
+                    except Exception:  # a bug here must not cost more than this one packet
+                        hook.failed += 1
+                        if hook.failed == 1:
+                            logger.exception("short receive path failed on a packet; dropped it")
                     return True
             own(data, addr)
             return False

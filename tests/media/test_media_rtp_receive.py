@@ -15,7 +15,7 @@ from aiortc.codecs.vpx import VpxPayloadDescriptor, vp8_depayload
 
 from media.fanout import EncodedAudioFanout, EncodedVideoFanout
 from media.inline_decode import hook_decoder
-from media.rtp_receive import ENV, LeanReceive, lean_receive, vp8_payload
+from media.rtp_receive import ENV, LeanReceive, lean_receive, one_byte_extension, vp8_payload
 from media.sinks import AudioSink, VideoSink
 from media.stall_recovery import StallWatch, recover_stalls
 from media.testing import PatternVideoSource, ToneAudioSource, dominant_frequency, read_index
@@ -132,6 +132,37 @@ async def test_a_packet_lost_for_good_on_the_short_path_is_skipped_and_a_keyfram
         await src.stop()
 
 
+async def test_a_packet_the_short_path_fails_on_costs_that_packet_only(caplog: pytest.LogCaptureFixture) -> None:
+    src = PatternVideoSource(320, 240, fps=30)
+    await src.start()
+    pcs: list[Any] = []
+    try:
+        async with EncodedVideoFanout(src, "vp8", bitrate=400_000) as fanout:
+            hooks: list[tuple[LeanReceive, StallWatch | None]] = []
+            a, b, sink = await connect(fanout.add_to, VideoSink, on_receiver=lambda r: hooks.append(_hooks(r)))
+            pcs += [a, b]
+            [(lean, _)] = hooks
+            try:
+                await asyncio.wait_for(sink.recv(), 10)
+                await eventually(lambda: lean.handled > 0)
+                own = lean.datagram
+                lean.datagram = lambda *args: 1 / 0  # type: ignore[assignment,method-assign]
+                hook = lean.receiver.transport._callrt_receive_hook  # type: ignore[attr-defined]
+                await eventually(lambda: hook.failed >= 3)
+                lean.datagram = own  # type: ignore[method-assign]
+                # the stream goes on (the lost packets asked for again or a keyframe requested)
+                first = read_index(await asyncio.wait_for(sink.recv(), 10))
+                more = [read_index(await asyncio.wait_for(sink.recv(), 10)) for _ in range(30)]
+            finally:
+                await sink.aclose()
+            assert more[-1] > first and lean.handled > 30
+            assert sum("short receive path failed" in r.getMessage() for r in caplog.records) == 1
+    finally:
+        for pc in pcs:
+            await pc.close()
+        await src.stop()
+
+
 async def test_audio_takes_the_short_path_and_the_tone_arrives() -> None:
     tone = ToneAudioSource(740.0, channels=1, frame_ms=20)
     await tone.start()
@@ -230,3 +261,26 @@ def test_vp8_descriptor_is_stripped_as_aiortc_does() -> None:
     # and what aiortc's own packetizer writes round-trips
     desc = VpxPayloadDescriptor(partition_start=1, partition_id=0, picture_id=300)
     assert vp8_payload(bytes(desc) + body) == body
+
+
+def test_abs_send_time_is_read_from_one_byte_extensions_as_aiortc_writes_them() -> None:
+    from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
+    from aiortc.rtp import HeaderExtensions, HeaderExtensionsMap
+
+    ext_map = HeaderExtensionsMap()
+    ext_map.configure(RTCRtpParameters(headerExtensions=[
+        RTCRtpHeaderExtensionParameters(id=1, uri="urn:ietf:params:rtp-hdrext:sdes:mid"),
+        RTCRtpHeaderExtensionParameters(id=3, uri="http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"),
+    ]))
+    for mid, ast in (("0", 0x123456), ("video-long-mid", 1), (None, 0xFFFFFF)):
+        ext = HeaderExtensions()
+        ext.mid, ext.abs_send_time = mid, ast
+        profile, value = ext_map.set(ext)
+        assert profile == 0xBEDE
+        assert one_byte_extension(value, 0, len(value), 3) == ast
+        assert one_byte_extension(value, 0, len(value), 5) is None  # not there
+    # padding, an element cut short, the reserved id 15, a wrong length: no value, no exception
+    assert one_byte_extension(bytes([0, 0, 0x32, 1, 2, 3]), 0, 6, 3) == 0x010203
+    assert one_byte_extension(bytes([0x32, 1, 2]), 0, 3, 3) is None
+    assert one_byte_extension(bytes([0xF0, 0x32, 1, 2, 3]), 0, 5, 3) is None
+    assert one_byte_extension(bytes([0x31, 1, 2, 0]), 0, 4, 3) is None
