@@ -17,6 +17,7 @@ aiortc's thread with a cheaper hand-off; decoded frames wait in bounded queues::
 
     hook_decoder(transceiver.receiver)     # before negotiation; idempotent; "loop" or "thread"
     recover_stalls(transceiver.receiver)   # video frozen on a packet lost for good: skip it, ask a keyframe
+    lean_receive(transceiver.receiver)     # its RTP from the socket straight to it (less Python per packet)
 
 Receiving::
 
@@ -58,6 +59,7 @@ from media.frames import (
     VideoFrame,
 )
 from media.inline_decode import decode_on_loop, hook_decoder
+from media.rtp_receive import LeanReceive, lean_receive
 from media.sinks import AudioSink, SinkStats, VideoSink
 from media.source import AudioSource, Source, SourceEnded, VideoSource
 from media.stall_recovery import StallWatch, recover_stalls
@@ -87,6 +89,7 @@ __all__ = [
     "FrameFanout",
     "FrameTrack",
     "JitterBuffer",
+    "LeanReceive",
     "MediaError",
     "OpusAudioFrame",
     "PeerStats",
@@ -116,6 +119,7 @@ __all__ = [
     "from_i420",
     "hook_decoder",
     "int16_to_float",
+    "lean_receive",
     "prefer_codec",
     "recover_stalls",
     "resize_i420",
