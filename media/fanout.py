@@ -50,7 +50,7 @@ import contextlib
 import logging
 import math
 from dataclasses import dataclass, field, replace
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, Self, TypeVar
 
 import av
 import numpy as np
@@ -222,7 +222,7 @@ class _SourcePump(Generic[PeerTrack]):
         self._tracks.clear()
         self._on_close()
 
-    async def __aenter__(self) -> _SourcePump:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

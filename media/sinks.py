@@ -22,7 +22,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
 import av
 import numpy as np
@@ -127,7 +127,7 @@ class _Sink(Generic[F]):
         self._queue.clear()
         self._latest = None
 
-    async def __aenter__(self) -> _Sink[F]:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

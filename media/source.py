@@ -9,7 +9,7 @@ no OS resource and may be started again).
 from __future__ import annotations
 
 import abc
-from typing import Generic, Literal, TypeVar
+from typing import Generic, Literal, Self, TypeVar
 
 from media.frames import AudioFrame, VideoFrame
 
@@ -48,7 +48,7 @@ class Source(abc.ABC, Generic[F]):
     async def recv(self) -> F:
         """The next frame, paced at the source's real rate. Raises ``SourceEnded`` when stopped."""
 
-    async def __aenter__(self) -> Source[F]:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 

@@ -5,8 +5,10 @@ packet lost for good still ends in a keyframe request, and anything it does not 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
@@ -75,92 +77,72 @@ def _hooks(receiver: Any) -> tuple[LeanReceive, StallWatch | None]:
     return lean, watch
 
 
-async def test_video_takes_the_short_path_in_order_and_lost_packets_are_retransmitted() -> None:
+_Call = tuple[EncodedVideoFanout, VideoSink, LeanReceive, StallWatch | None]
+
+
+@contextlib.asynccontextmanager
+async def _video_call(bitrate: int) -> AsyncIterator[_Call]:
+    """A 320x240 VP8 fan-out to one loopback peer whose receiver has what a call installs."""
     src = PatternVideoSource(320, 240, fps=30)
     await src.start()
     pcs: list[Any] = []
     try:
-        async with EncodedVideoFanout(src, "vp8", bitrate=600_000) as fanout:
-            hooks: list[tuple[LeanReceive, StallWatch | None]] = []
-            a, b, sink = await connect(fanout.add_to, VideoSink, on_receiver=lambda r: hooks.append(_hooks(r)))
-            pcs += [a, b]
-            [(lean, _)] = hooks
-            loss = _DropOnArrival(lean, {60, 61})
-            try:
-                indices = [read_index(await asyncio.wait_for(sink.recv(), 10)) for _ in range(60)]
-            finally:
-                await sink.aclose()
-            assert loss.dropped == 2
-            # every frame, in order: the two lost packets were NACKed from the short path, and their
-            # retransmissions (RTX, which aiortc's handler unwraps) completed the frame; the first RTX
-            # packet takes aiortc's path end to end (as every new SSRC's first packets do), the second
-            # is handed to aiortc's handler from the short path
-            assert indices == list(range(indices[0], indices[0] + 60)), indices
-            assert lean.handled >= 100 and lean.deferred >= 1
-            assert fanout.keyframe_requests <= 1  # no keyframe needed (at most the joiner's first)
-    finally:
-        for pc in pcs:
-            await pc.close()
-        await src.stop()
-
-
-async def test_a_packet_lost_for_good_on_the_short_path_is_skipped_and_a_keyframe_requested() -> None:
-    src = PatternVideoSource(320, 240, fps=30)
-    await src.start()
-    pcs: list[Any] = []
-    try:
-        async with EncodedVideoFanout(src, "vp8", bitrate=400_000) as fanout:
+        async with EncodedVideoFanout(src, "vp8", bitrate=bitrate) as fanout:
             hooks: list[tuple[LeanReceive, StallWatch | None]] = []
             a, b, sink = await connect(fanout.add_to, VideoSink, on_receiver=lambda r: hooks.append(_hooks(r)))
             pcs += [a, b]
             [(lean, watch)] = hooks
-            loss = _DropOnArrival(lean, {60}, rtx=True)
-            requests_at_loss: list[int] = []
-            loss.on_lost = lambda: requests_at_loss.append(fanout.keyframe_requests)
             try:
-                after = await indices_after_loss(sink, loss)
+                yield fanout, sink, lean, watch
             finally:
                 await sink.aclose()
-            assert watch is not None and watch.recoveries >= 1
-            assert fanout.keyframe_requests > requests_at_loss[0]  # the PLI went out from the short path
-            assert len(after) >= 40, after
-            tail = after[-30:]
-            assert all(0 < y - x <= 3 for x, y in itertools.pairwise(tail)), after
     finally:
         for pc in pcs:
             await pc.close()
         await src.stop()
+
+
+async def test_video_takes_the_short_path_in_order_and_lost_packets_are_retransmitted() -> None:
+    async with _video_call(600_000) as (fanout, sink, lean, _):
+        loss = _DropOnArrival(lean, {60, 61})
+        indices = [read_index(await asyncio.wait_for(sink.recv(), 10)) for _ in range(60)]
+    assert loss.dropped == 2
+    # every frame, in order: the two lost packets were NACKed from the short path, and their
+    # retransmissions (RTX, which aiortc's handler unwraps) completed the frame; the first RTX
+    # packet takes aiortc's path end to end (as every new SSRC's first packets do), the second
+    # is handed to aiortc's handler from the short path
+    assert indices == list(range(indices[0], indices[0] + 60)), indices
+    assert lean.handled >= 100 and lean.deferred >= 1
+    assert fanout.keyframe_requests <= 1  # no keyframe needed (at most the joiner's first)
+
+
+async def test_a_packet_lost_for_good_on_the_short_path_is_skipped_and_a_keyframe_requested() -> None:
+    async with _video_call(400_000) as (fanout, sink, lean, watch):
+        loss = _DropOnArrival(lean, {60}, rtx=True)
+        requests_at_loss: list[int] = []
+        loss.on_lost = lambda: requests_at_loss.append(fanout.keyframe_requests)
+        after = await indices_after_loss(sink, loss)
+    assert watch is not None and watch.recoveries >= 1
+    assert fanout.keyframe_requests > requests_at_loss[0]  # the PLI went out from the short path
+    assert len(after) >= 40, after
+    tail = after[-30:]
+    assert all(0 < y - x <= 3 for x, y in itertools.pairwise(tail)), after
 
 
 async def test_a_packet_the_short_path_fails_on_costs_that_packet_only(caplog: pytest.LogCaptureFixture) -> None:
-    src = PatternVideoSource(320, 240, fps=30)
-    await src.start()
-    pcs: list[Any] = []
-    try:
-        async with EncodedVideoFanout(src, "vp8", bitrate=400_000) as fanout:
-            hooks: list[tuple[LeanReceive, StallWatch | None]] = []
-            a, b, sink = await connect(fanout.add_to, VideoSink, on_receiver=lambda r: hooks.append(_hooks(r)))
-            pcs += [a, b]
-            [(lean, _)] = hooks
-            try:
-                await asyncio.wait_for(sink.recv(), 10)
-                await eventually(lambda: lean.handled > 0)
-                own = lean.datagram
-                lean.datagram = lambda *args: 1 / 0  # type: ignore[assignment,method-assign]
-                hook = lean.receiver.transport._callrt_receive_hook  # type: ignore[attr-defined]
-                await eventually(lambda: hook.failed >= 3)
-                lean.datagram = own  # type: ignore[method-assign]
-                # the stream goes on (the lost packets asked for again or a keyframe requested)
-                first = read_index(await asyncio.wait_for(sink.recv(), 10))
-                more = [read_index(await asyncio.wait_for(sink.recv(), 10)) for _ in range(30)]
-            finally:
-                await sink.aclose()
-            assert more[-1] > first and lean.handled > 30
-            assert sum("short receive path failed" in r.getMessage() for r in caplog.records) == 1
-    finally:
-        for pc in pcs:
-            await pc.close()
-        await src.stop()
+    async with _video_call(400_000) as (_, sink, lean, _):
+        await asyncio.wait_for(sink.recv(), 10)
+        await eventually(lambda: lean.handled > 0)
+        own = lean.datagram
+        lean.datagram = lambda *args: 1 / 0  # type: ignore[assignment,method-assign]
+        hook = lean.receiver.transport._callrt_receive_hook  # type: ignore[attr-defined]
+        await eventually(lambda: hook.failed >= 3)
+        lean.datagram = own  # type: ignore[method-assign]
+        # the stream goes on (the lost packets asked for again or a keyframe requested)
+        first = read_index(await asyncio.wait_for(sink.recv(), 10))
+        more = [read_index(await asyncio.wait_for(sink.recv(), 10)) for _ in range(30)]
+    assert more[-1] > first and lean.handled > 30
+    assert sum("short receive path failed" in r.getMessage() for r in caplog.records) == 1
 
 
 async def test_audio_takes_the_short_path_and_the_tone_arrives() -> None:
