@@ -44,7 +44,7 @@ from typing import Any
 import pylibsrtp
 from aiortc import RTCRtpReceiver
 from aiortc.clock import current_datetime
-from aiortc.codecs import depayload
+from aiortc.codecs import depayload, is_rtx
 from aiortc.rtcdtlstransport import State
 from aiortc.rtcrtpreceiver import StreamStatistics
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtpPacket, pack_remb_fci
@@ -58,10 +58,10 @@ ENV = "CALLRT_RTP_RECEIVE"
 
 _R = "_RTCRtpReceiver__"
 _REQUIRED = ("codecs", "jitter_buffer", "nack_generator", "remote_bitrate_estimator", "remote_streams",
-             "active_ssrc", "decoder_error", "timestamp_mapper", "kind", "rtx_ssrc")
+             "active_ssrc", "decoder_error", "decoder_thread", "decoder_queue", "timestamp_mapper", "kind")
+"""The receiver's private attributes the short path reads."""
 _HEADER = Struct("!BBHLL")
 _EXTENSION = Struct("!HH")
-_RTX = ("rtx", "RTX")
 _MAX_DATAGRAM = 256 * 1024  # asyncio's datagram transport reads this much
 DRAIN_MAX = 32
 """Datagrams read from the socket in one go after one that took the short path."""
@@ -163,7 +163,6 @@ class LeanReceive:
         self._group_arrival = 0
         self._group_ssrc = 0
         self._abs_send_time_id: int | None = None
-        self._ext_map: Any = None
 
     # -- eligibility ---------------------------------------------------------------------------
 
@@ -198,7 +197,7 @@ class LeanReceive:
             return
         pt = marker_pt & 0x7F
         codec = self._codecs.get(pt)
-        if first & 0x2F or codec is None or codec.name in _RTX:
+        if first & 0x2F or codec is None or is_rtx(codec):
             self._defer(data, dtls, arrival_ms)  # padding, CSRCs, RTX, unknown payload type
             return
         offset = 12
@@ -307,12 +306,14 @@ class _TransportHook:
         self._own_handle_rtp_data = dtls._handle_rtp_data
         dtls._handle_rtp_data = self._handle_rtp_data
         self._hooked: set[int] = set()
+        self._sockets_hooked = False
         self.failed = 0
         """Packets the short path raised on (dropped; the first is logged)."""
 
     async def _handle_rtp_data(self, data: bytes, arrival_time_ms: int) -> None:
         # aiortc's path (the first packets of every SSRC): once connected, hook the sockets
-        self._hook_protocols()
+        if not self._sockets_hooked:
+            self._hook_protocols()
         await self._own_handle_rtp_data(data, arrival_time_ms=arrival_time_ms)
 
     def _hook_protocols(self) -> None:
@@ -321,6 +322,8 @@ class _TransportHook:
             if id(protocol) not in self._hooked:
                 self._hooked.add(id(protocol))
                 protocol.datagram_received = self._datagram_hook(protocol)
+        # with a nominated pair the set of sockets is final (aiortc does no ICE restart)
+        self._sockets_hooked = bool(getattr(connection, "_nominated", None))
 
     def _datagram_hook(self, protocol: Any) -> Any:
         """A protocol's ``datagram_received``: RTP of a known SSRC the short way, the rest to aioice.
