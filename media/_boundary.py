@@ -91,24 +91,23 @@ class Worker:
         if self._thread is None:
             self._thread = threading.Thread(target=self._serve, name=f"{self.name}_0", daemon=True)
             self._thread.start()
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        self._calls.put((functools.partial(fn, *args, **kwargs), loop, future))
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._calls.put((functools.partial(fn, *args, **kwargs), future))
         return await future
 
     def _serve(self) -> None:
         while (call := self._calls.get()) is not None:
-            fn, loop, future = call
+            fn, future = call
             try:
                 result = fn()
             except BaseException as exc:  # handed to the awaiting task, as an executor would
                 if future is not None:
-                    _resolve(loop, future, None, exc)
+                    _resolve(future, None, exc)
                 else:
                     logger.exception("%s: final call failed", self.name)
             else:
                 if future is not None:
-                    _resolve(loop, future, result, None)
+                    _resolve(future, result, None)
 
     def close(self, final: Callable[[], object] | None = None) -> None:
         """Stop accepting work; calls already submitted finish, then ``final()`` runs on the same thread.
@@ -123,7 +122,7 @@ class Worker:
                 final()  # inline or never used: no call can be running under us
             return
         if final is not None:
-            self._calls.put((final, None, None))
+            self._calls.put((final, None))
         self._calls.put(None)
 
     @property
@@ -131,11 +130,11 @@ class Worker:
         return not self._open
 
 
-_Call = tuple[Callable[[], Any], "asyncio.AbstractEventLoop | None", "asyncio.Future[Any] | None"]
+_Call = tuple[Callable[[], Any], "asyncio.Future[Any] | None"]
+"""A call and the future awaiting it (None for the final call of ``close``)."""
 
 
-def _resolve(loop: asyncio.AbstractEventLoop | None, future: asyncio.Future[Any], result: Any,
-             exc: BaseException | None) -> None:
+def _resolve(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
     """From the worker's thread: settle ``future`` on its loop (unless it was cancelled meanwhile)."""
 
     def settle() -> None:
@@ -147,7 +146,6 @@ def _resolve(loop: asyncio.AbstractEventLoop | None, future: asyncio.Future[Any]
             future.set_result(result)
 
     try:
-        assert loop is not None
-        loop.call_soon_threadsafe(settle)
+        future.get_loop().call_soon_threadsafe(settle)
     except RuntimeError:  # the loop is closed: nobody is left to await it
         pass
