@@ -8,7 +8,7 @@ per-peer encoding (one encoder per ``RTCRtpSender``; see ``BgrBroadcast`` for wh
 
 End to end: sender and receiver in this process (as the issue measured), camera BGR ->
 encoder -> RTP/SRTP/UDP -> jitter buffer -> decoder -> NumPy, callrt's side with the receive hook
-a call installs (``hook_decoder``, ``recover_stalls``); CPU time of the whole process
+a call installs (``media.receive_path.prepare_receiver``); CPU time of the whole process
 divided by frames received, against the isolated sum of the same conversion, encode and
 decode measured with the same settings in the same run.
 """
@@ -36,11 +36,9 @@ from media.codecs import VideoEncoder, VideoEncoderSettings
 from media.convert import Converter
 from media.fanout import EncodedVideoFanout
 from media.frames import VIDEO_TIME_BASE, VideoFrame
-from media.inline_decode import hook_decoder
-from media.rtp_receive import lean_receive
+from media.receive_path import prepare_receiver
 from media.sinks import VideoSink
 from media.source import SourceEnded, VideoSource
-from media.stall_recovery import recover_stalls
 from media.testing import draw_index, read_index, render_pattern
 
 FPS = 30.0
@@ -380,9 +378,7 @@ async def _e2e_pair(mode: str, camera: BgrCamera) -> tuple[RTCPeerConnection, RT
         if mode == "callrt":  # callrt's receive path, as signaling.rtc.peer sets it up in a call
             for t in b.getTransceivers():
                 if t.receiver.track is track:
-                    hook_decoder(t.receiver)
-                    recover_stalls(t.receiver)
-                    lean_receive(t.receiver)
+                    prepare_receiver(t.receiver)
         got.set_result(VideoSink(track) if mode == "callrt" else _AiortcConsumer(track))
 
     b.on("track", on_track)

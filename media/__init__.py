@@ -15,9 +15,11 @@ Publishing (one source to many peers)::
 Received audio (and, in a one-CPU process, video) is decoded on the loop, video otherwise on
 aiortc's thread with a cheaper hand-off; decoded frames wait in bounded queues::
 
-    hook_decoder(transceiver.receiver)     # before negotiation; idempotent; "loop" or "thread"
-    recover_stalls(transceiver.receiver)   # video frozen on a packet lost for good: skip it, ask a keyframe
-    lean_receive(transceiver.receiver)     # its RTP from the socket straight to it (less Python per packet)
+    prepare_receiver(transceiver.receiver) # before negotiation; idempotent; all four of:
+    hook_decoder(receiver)                 #   where it decodes ("loop" or "thread"), bounded queues
+    complete_frames_on_marker(receiver)    #   a video frame decodes at its last packet, not one frame later
+    recover_stalls(receiver)               #   video frozen on a packet lost for good: skip it, ask a keyframe
+    lean_receive(receiver)                 #   its RTP from the socket straight to it (less Python per packet)
 
 Receiving::
 
@@ -49,6 +51,7 @@ from media.errors import (
     UnsupportedFormat,
 )
 from media.fanout import EncodedAudioFanout, EncodedVideoFanout, FanoutStats, FrameFanout, PeerStats
+from media.frame_assembly import MarkerJitterBuffer, complete_frames_on_marker
 from media.frames import (
     AUDIO_SAMPLE_RATE,
     VIDEO_TIME_BASE,
@@ -59,6 +62,7 @@ from media.frames import (
     VideoFrame,
 )
 from media.inline_decode import decode_on_loop, hook_decoder
+from media.receive_path import ReceivePath, prepare_receiver
 from media.rtp_receive import LeanReceive, lean_receive
 from media.sinks import AudioSink, SinkStats, VideoSink
 from media.source import AudioSource, Source, SourceEnded, VideoSource
@@ -90,6 +94,7 @@ __all__ = [
     "FrameTrack",
     "JitterBuffer",
     "LeanReceive",
+    "MarkerJitterBuffer",
     "MediaError",
     "OpusAudioFrame",
     "PeerStats",
@@ -97,6 +102,7 @@ __all__ = [
     "PixelFormat",
     "PlanarVideoFrame",
     "PlayoutBuffer",
+    "ReceivePath",
     "Rechunker",
     "Resampler",
     "SinkStats",
@@ -113,6 +119,7 @@ __all__ = [
     "VideoSource",
     "audio_from_av",
     "audio_to_av",
+    "complete_frames_on_marker",
     "decode_on_loop",
     "float_to_int16",
     "from_av",
@@ -121,6 +128,7 @@ __all__ = [
     "int16_to_float",
     "lean_receive",
     "prefer_codec",
+    "prepare_receiver",
     "recover_stalls",
     "resize_i420",
     "to_av",

@@ -5,9 +5,11 @@ transceiver up front, so enabling a camera later never needs a new negotiation; 
 whose direction must change (a capability granted mid-call) is renegotiated by the offerer,
 on its own or at the answerer's request. Received audio is decoded on the loop, video too in
 a process pinned to one CPU, otherwise on aiortc's thread with one hand-off per frame; either
-way at most a few decoded frames wait (``media.inline_decode.hook_decoder``). Video frozen on a
-packet lost for good resumes within half a second (``media.stall_recovery``). Received RTP takes
-the short path of ``media.rtp_receive`` (same processing, less Python per packet).
+way at most a few decoded frames wait (``media.inline_decode.hook_decoder``). A video frame is
+decoded when its last packet arrives (``media.frame_assembly``), and video frozen on a packet
+lost for good resumes within half a second (``media.stall_recovery``). Received RTP takes the
+short path of ``media.rtp_receive`` (same processing, less Python per packet). All four come
+from ``media.receive_path.prepare_receiver``.
 """
 
 from __future__ import annotations
@@ -18,9 +20,7 @@ from typing import TYPE_CHECKING, Literal
 
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 
-from media.inline_decode import hook_decoder
-from media.rtp_receive import lean_receive
-from media.stall_recovery import recover_stalls
+from media.receive_path import prepare_receiver
 from signaling.media_protocol import PeerInfo, SessionDescription
 
 if TYPE_CHECKING:
@@ -68,9 +68,7 @@ class PeerLink:
         changed = False
         for transceiver in self.pc.getTransceivers():
             kind = transceiver.kind
-            hook_decoder(transceiver.receiver)  # before it starts receiving; idempotent
-            recover_stalls(transceiver.receiver)  # video frozen on a lost packet resumes; idempotent
-            lean_receive(transceiver.receiver)  # its packets skip aiortc's per-packet Python; idempotent
+            prepare_receiver(transceiver.receiver)  # before it starts receiving; idempotent
             publisher = self.session.publishers.get(kind)
             if publisher is not None and transceiver.sender.track is None:
                 publisher.attach(transceiver)

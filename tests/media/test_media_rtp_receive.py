@@ -16,10 +16,10 @@ import pytest
 from aiortc.codecs.vpx import VpxPayloadDescriptor, vp8_depayload
 
 from media.fanout import EncodedAudioFanout, EncodedVideoFanout
-from media.inline_decode import hook_decoder
+from media.receive_path import prepare_receiver
 from media.rtp_receive import ENV, LeanReceive, lean_receive, one_byte_extension, vp8_payload
 from media.sinks import AudioSink, VideoSink
-from media.stall_recovery import StallWatch, recover_stalls
+from media.stall_recovery import StallWatch
 from media.testing import PatternVideoSource, ToneAudioSource, dominant_frequency, read_index
 from tests.media.helpers import connect, eventually, indices_after_loss
 
@@ -70,11 +70,12 @@ class _DropOnArrival:
 
 def _hooks(receiver: Any) -> tuple[LeanReceive, StallWatch | None]:
     """What a call installs on a receiver (``signaling.rtc.peer``)."""
-    hook_decoder(receiver)
-    watch = recover_stalls(receiver)
-    lean = lean_receive(receiver)
+    path = prepare_receiver(receiver)
+    lean = path.lean
     assert lean is not None and lean_receive(receiver) is lean  # idempotent
-    return lean, watch
+    assert path.frames_on_marker == (path.stall_watch is not None)  # video only
+    assert prepare_receiver(receiver) == path
+    return lean, path.stall_watch
 
 
 _Call = tuple[EncodedVideoFanout, VideoSink, LeanReceive, StallWatch | None]
