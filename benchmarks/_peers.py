@@ -519,15 +519,17 @@ def _isolated_step(mode: str, width: int, height: int) -> Any:
 
 
 async def e2e_records(width: int, height: int, warmup: float, window: float, iso_frames: int,
-                      step: Any) -> list[Record]:
+                      step: Any, rounds: int = 3) -> list[Record]:
     _aiortc_starts_at_our_bitrate()
     res = f"{width}x{height}"
     records = []
     for mode in ("callrt", "aiortc"):
-        per_frame, paced, iso, frames, ok = await e2e_interleaved(mode, width, height, warmup, window, iso_frames)
+        per_frame, paced, iso, frames, ok = await e2e_interleaved(mode, width, height, warmup, window, iso_frames,
+                                                                  rounds)
         label = "callrt" if mode == "callrt" else "aiortc default path"
         extra = {"frames": frames, "fps": round(frames / window, 1), "content_verified": ok,
-                 "measured": "3 alternating turns of e2e window and isolated stages (back to back, then paced)"}
+                 "measured": f"{rounds} alternating turns of {window / rounds:g} s end to end and "
+                             f"{max(1, iso_frames // rounds)} frames of isolated stages (back to back, then paced)"}
         records.append(Record(
             f"end-to-end CPU per frame, {label}", per_frame, "ms", res,
             f"isolated convert+encode+decode sum, paced at {FPS:g} fps", paced, extra=extra))

@@ -79,8 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     if "e2e" in parts:
         from benchmarks._peers import e2e_records
 
+        # Six turns of 2 s each way: the VM's speed drifts by tens of percent over minutes, and with
+        # three turns of 50 isolated frames the back-to-back sum alone read 4.4-5.7 ms per 640x480
+        # frame across runs of one hour (the end-to-end side 6.5-7.4 ms).
+        e2e_window, iso_frames, rounds = (0.6, 10, 1) if quick else (12.0, 360, 6)
         for w, h in [RESOLUTIONS[0]] if quick else list(RESOLUTIONS[:2]):
-            records += asyncio.run(e2e_records(w, h, warmup, window, 10 if quick else 150, progress.step))
+            records += asyncio.run(e2e_records(w, h, warmup, e2e_window, iso_frames, progress.step, rounds))
 
     publish(records, "Frame pipeline (python -m benchmarks pipeline)", args.json, args.markdown)
     return 0
