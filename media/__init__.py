@@ -17,7 +17,7 @@ aiortc's thread with a cheaper hand-off; decoded frames wait in bounded queues::
 
     prepare_receiver(transceiver.receiver) # before negotiation; idempotent; all four of:
     hook_decoder(receiver)                 #   where it decodes ("loop" or "thread"), bounded queues
-    complete_frames_on_marker(receiver)    #   a video frame decodes at its last packet, not one frame later
+    prompt_assembly(receiver)              #   frames decode when complete (video: marker), not frames later
     recover_stalls(receiver)               #   video frozen on a packet lost for good: skip it, ask a keyframe
     lean_receive(receiver)                 #   its RTP from the socket straight to it (less Python per packet)
 
@@ -51,7 +51,7 @@ from media.errors import (
     UnsupportedFormat,
 )
 from media.fanout import EncodedAudioFanout, EncodedVideoFanout, FanoutStats, FrameFanout, PeerStats
-from media.frame_assembly import MarkerJitterBuffer, complete_frames_on_marker
+from media.frame_assembly import InOrderAudioBuffer, MarkerJitterBuffer, prompt_assembly
 from media.frames import (
     AUDIO_SAMPLE_RATE,
     VIDEO_TIME_BASE,
@@ -92,6 +92,7 @@ __all__ = [
     "FanoutStats",
     "FrameFanout",
     "FrameTrack",
+    "InOrderAudioBuffer",
     "JitterBuffer",
     "LeanReceive",
     "MarkerJitterBuffer",
@@ -119,7 +120,6 @@ __all__ = [
     "VideoSource",
     "audio_from_av",
     "audio_to_av",
-    "complete_frames_on_marker",
     "decode_on_loop",
     "float_to_int16",
     "from_av",
@@ -129,6 +129,7 @@ __all__ = [
     "lean_receive",
     "prefer_codec",
     "prepare_receiver",
+    "prompt_assembly",
     "recover_stalls",
     "resize_i420",
     "to_av",

@@ -15,9 +15,10 @@ datagrams straight to ``LeanReceive.datagram``: unprotect with the transport's S
 unpack the 12-byte header and the one-byte header extensions with ``struct``, strip the VP8
 descriptor by offset, and feed the receiver's own statistics, NACK generator, jitter buffer,
 decoder hand-off and stall watch (``media.stall_recovery``), exactly as ``_handle_rtp_packet``
-does. RTCP, DTLS, STUN, retransmissions (RTX), packets with CSRCs, padding or two-byte header
-extensions, and unknown payload types take aiortc's path (the last three parsed by aiortc and
-handed to its handler).
+does, except that every frame the jitter buffer has ready goes to the decoder, not only the first
+(``pop_ready`` of ``media.frame_assembly``'s buffers: after a filled hole). RTCP, DTLS, STUN,
+retransmissions (RTX), packets with CSRCs, padding or two-byte header extensions, and unknown
+payload types take aiortc's path (the last three parsed by aiortc and handed to its handler).
 
 One difference, deliberate: the bandwidth estimator (REMB) gets one entry per run of packets
 that share an abs-send-time (a frame, from our sender) with their summed size and the last
@@ -256,8 +257,14 @@ class LeanReceive:
             self._decoder_error.clear()
             pli = pli or self._video  # lost picture data: ask for a keyframe (RFC 4585 6.3.1.1)
         if frame is not None and getattr(r, _R + "decoder_thread"):
-            frame.timestamp = self._mapper.map(frame.timestamp)
-            getattr(r, _R + "decoder_queue").put((codec, frame))
+            decoder_queue, mapper = getattr(r, _R + "decoder_queue"), self._mapper
+            frame.timestamp = mapper.map(frame.timestamp)
+            decoder_queue.put((codec, frame))
+            ready = getattr(self._jitter, "pop_ready", None)  # media.frame_assembly: more may be complete
+            if ready is not None:
+                while (frame := ready()) is not None:
+                    frame.timestamp = mapper.map(frame.timestamp)
+                    decoder_queue.put((codec, frame))
         if stall is not None and stall.check(packet):
             pli = True
         if pli:

@@ -70,3 +70,68 @@ async def indices_after_loss(sink: Any, loss: Any, seconds: float = 3.0) -> list
             break
         after.append(read_index(frame))
     return after
+
+
+class DropOnArrival:
+    """Wraps a receiver's short path: drops the ``drop`` media datagrams (1-based) and, if ``rtx``, every
+    retransmission, before they are read (the SSRC is in the clear in SRTP). The first packets of the
+    retransmission stream take aiortc's path (a new SSRC), so with ``rtx`` that path drops them too."""
+
+    def __init__(self, lean: Any, drop: set[int], *, rtx: bool = False) -> None:
+        self.lean = lean
+        self.drop = drop
+        self.drop_rtx = rtx
+        self.media_ssrc: bytes | None = None
+        self.seen = 0
+        self.dropped = 0
+        self.lost_at: float | None = None
+        self.on_lost: Any = None
+        self._own = lean.datagram
+        lean.datagram = self.datagram  # type: ignore[method-assign]
+        dtls: Any = lean.receiver.transport
+        self._own_slow = dtls._handle_rtp_data
+        dtls._handle_rtp_data = self.slow_path
+
+    async def slow_path(self, data: bytes, arrival_time_ms: int) -> None:
+        if self.drop_rtx and self.media_ssrc is not None and data[8:12] != self.media_ssrc:
+            return
+        await self._own_slow(data, arrival_time_ms)
+
+    def datagram(self, data: bytes, hook: Any, stall: Any) -> None:
+        ssrc = data[8:12]
+        if self.media_ssrc is None:
+            self.media_ssrc = ssrc
+        if ssrc == self.media_ssrc:
+            self.seen += 1
+            if self.seen in self.drop:
+                self.dropped += 1
+                self.lost_at = time.monotonic()
+                if self.on_lost is not None:
+                    self.on_lost()
+                return
+        elif self.drop_rtx:
+            return
+        self._own(data, hook, stall)
+
+
+async def next_indices(sink: Any, n: int, timeout: float = 10.0) -> list[int]:
+    """The frame indices of the next ``n`` frames ``sink`` receives, every one of them.
+
+    Read in the sink's frame callback, not from its bounded queue, which drops the oldest when the
+    test falls behind (a loaded machine) and would make frames look lost on the wire.
+    """
+    got: list[int] = []
+    done = asyncio.get_running_loop().create_future()
+
+    def take(frame: Any) -> None:
+        if len(got) < n:
+            got.append(read_index(frame))
+            if len(got) == n and not done.done():
+                done.set_result(None)
+
+    stop = sink.on_frame(take)
+    try:
+        await asyncio.wait_for(done, timeout)
+    finally:
+        stop()
+    return got

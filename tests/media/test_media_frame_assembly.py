@@ -10,18 +10,20 @@ import asyncio
 import random
 from typing import Any
 
+import numpy as np
 import pytest
 from aiortc import RTCPeerConnection
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.rtp import RtpPacket
 
-from media.fanout import EncodedVideoFanout
-from media.frame_assembly import MarkerJitterBuffer, complete_frames_on_marker
+from media.fanout import EncodedAudioFanout, EncodedVideoFanout
+from media.frame_assembly import AUDIO_REORDER_PACKETS, InOrderAudioBuffer, MarkerJitterBuffer, prompt_assembly
 from media.inline_decode import hook_decoder
 from media.receive_path import prepare_receiver
-from media.sinks import VideoSink
-from media.testing import PatternVideoSource, read_index
-from tests.media.helpers import connect, eventually
+from media.rtp_receive import lean_receive
+from media.sinks import AudioSink, VideoSink
+from media.testing import PatternVideoSource, ToneAudioSource, dominant_frequency, read_index
+from tests.media.helpers import DropOnArrival, connect, eventually
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -92,17 +94,69 @@ def test_without_markers_frames_complete_as_in_aiortc() -> None:
     assert _feed(_buffer(), shuffled) == _feed(JitterBuffer(capacity=128, is_video=True), shuffled)
 
 
-async def test_only_video_receivers_are_switched_and_it_is_idempotent() -> None:
+def _audio_buffer() -> JitterBuffer:
+    jitter = JitterBuffer(capacity=16, prefetch=4)  # aiortc's audio buffer
+    jitter.__class__ = InOrderAudioBuffer
+    return jitter
+
+
+def _audio_feed(jitter: Any, seqs: list[int]) -> list[list[int]]:
+    """Per packet added (by sequence number): the sequence numbers handed over after it, in order."""
+    out = []
+    for seq in seqs:
+        p = RtpPacket(payload_type=111, sequence_number=seq & 0xFFFF, timestamp=960 * seq & 0xFFFFFFFF)
+        p._data = seq.to_bytes(4, "big")  # type: ignore[attr-defined]
+        got = []
+        _, frame = jitter.add(p)
+        while frame is not None:
+            got.append(int.from_bytes(frame.data, "big"))
+            assert frame.timestamp == 960 * got[-1] & 0xFFFFFFFF
+            frame = jitter.pop_ready() if hasattr(jitter, "pop_ready") else None  # aiortc's: one per packet
+        out.append(got)
+    return out
+
+
+def test_audio_in_order_goes_out_at_once_across_the_wrap() -> None:
+    seqs = list(range(65533, 65533 + 6))
+    assert _audio_feed(_audio_buffer(), seqs) == [[s] for s in seqs]
+    # aiortc's own buffer: each packet only once 4 later ones have arrived
+    plain = _audio_feed(JitterBuffer(capacity=16, prefetch=4), seqs)
+    assert plain == [[], [], [], [], [65533], [65534]]
+
+
+def test_audio_reordered_packets_come_out_in_order() -> None:
+    assert _audio_feed(_audio_buffer(), [10, 12, 11, 13]) == [[10], [], [11, 12], [13]]
+
+
+def test_audio_lost_packet_is_skipped_after_enough_newer_ones_and_late_ones_are_dropped() -> None:
+    after_loss = [12 + i for i in range(AUDIO_REORDER_PACKETS)]
+    out = _audio_feed(_audio_buffer(), [10, *after_loss, 11, after_loss[-1] + 1])
+    # 11 lost: 12.. wait until AUDIO_REORDER_PACKETS are there, then all go out in order; 11 arriving
+    # after that is dropped (its place was given up); the stream goes on
+    assert out[0] == [10]
+    assert all(o == [] for o in out[1:AUDIO_REORDER_PACKETS])
+    assert out[AUDIO_REORDER_PACKETS] == after_loss
+    assert out[-2:] == [[], [after_loss[-1] + 1]]
+
+
+def test_audio_jumps_restart_the_buffer() -> None:
+    jitter = _audio_buffer()
+    assert _audio_feed(jitter, [100, 101]) == [[100], [101]]
+    assert _audio_feed(jitter, [5000, 5001]) == [[5000], [5001]]  # far ahead: start there
+    assert _audio_feed(jitter, [4000, 4001]) == [[4000], [4001]]  # far back: the sender restarted
+    assert _audio_feed(jitter, [3990]) == [[]]  # just behind: late, dropped
+
+
+async def test_each_kind_gets_its_buffer_and_it_is_idempotent() -> None:
     pc = RTCPeerConnection()
     try:
         audio = pc.addTransceiver("audio").receiver
         video = pc.addTransceiver("video").receiver
-        assert complete_frames_on_marker(audio) is False
-        assert type(audio._RTCRtpReceiver__jitter_buffer) is JitterBuffer  # type: ignore[attr-defined]
-        jitter = video._RTCRtpReceiver__jitter_buffer  # type: ignore[attr-defined]
-        assert complete_frames_on_marker(video) is True and complete_frames_on_marker(video) is True
-        assert video._RTCRtpReceiver__jitter_buffer is jitter  # type: ignore[attr-defined]
-        assert isinstance(jitter, MarkerJitterBuffer)
+        jitters = [r._RTCRtpReceiver__jitter_buffer for r in (audio, video)]  # type: ignore[attr-defined]
+        for receiver in (audio, video):
+            assert prompt_assembly(receiver) is True and prompt_assembly(receiver) is True
+        assert [r._RTCRtpReceiver__jitter_buffer for r in (audio, video)] == jitters  # type: ignore[attr-defined]
+        assert isinstance(jitters[0], InOrderAudioBuffer) and isinstance(jitters[1], MarkerJitterBuffer)
     finally:
         await pc.close()
 
@@ -128,6 +182,54 @@ async def test_the_last_frame_a_sender_sends_is_decoded(path: str) -> None:
                 assert read_index(latest) == (89 if path == "callrt" else 88)
             finally:
                 await sink.aclose()
+    finally:
+        for pc in pcs:
+            await pc.close()
+        await src.stop()
+
+
+@pytest.mark.parametrize("path", ["callrt", "aiortc"])
+async def test_one_lost_audio_packet_costs_no_lasting_delay(path: str) -> None:
+    """One audio packet lost on the way (audio is not retransmitted): with callrt's receive path the
+    receiver holds nothing back once the packets after it went out; aiortc's buffer keeps 14 of them
+    (280 ms of audio) for the rest of the call. The tone keeps arriving either way."""
+    src = ToneAudioSource(440.0)
+    await src.start()
+    pcs: list[Any] = []
+    try:
+        async with EncodedAudioFanout(src) as fanout:
+            receivers: list[Any] = []
+
+            def install(receiver: Any) -> None:
+                if path == "callrt":
+                    prepare_receiver(receiver)
+                else:
+                    hook_decoder(receiver)
+                    lean_receive(receiver)  # the short path, to lose a packet on (jitter buffer: aiortc's)
+                receivers.append(receiver)
+
+            a, b, sink = await connect(fanout.add_to, AudioSink, on_receiver=install)
+            pcs += [a, b]
+            [receiver] = receivers
+            jitter = receiver._RTCRtpReceiver__jitter_buffer
+            loss = DropOnArrival(receiver._callrt_lean_receive, {40})
+            try:
+                await eventually(lambda: loss.dropped == 1)
+                received = sink.received
+                held = []
+                for _ in range(20):  # a second after the loss, sampled between packets
+                    await asyncio.sleep(0.05)
+                    held.append(sum(p is not None for p in jitter._packets))
+                assert sink.received - received >= 20  # it goes on
+                samples = [(await asyncio.wait_for(sink.recv(), 5)).samples for _ in range(5)]
+            finally:
+                await sink.aclose()
+            tone = dominant_frequency(np.concatenate(samples), 48_000)
+            assert abs(tone - 440.0) < 10, tone
+            if path == "callrt":
+                assert max(held[5:]) == 0, held  # handed over as each arrives
+            else:
+                assert min(held[5:]) >= 10, held  # the backlog the loss left stays
     finally:
         for pc in pcs:
             await pc.close()

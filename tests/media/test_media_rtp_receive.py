@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,51 +20,9 @@ from media.rtp_receive import ENV, LeanReceive, lean_receive, one_byte_extension
 from media.sinks import AudioSink, VideoSink
 from media.stall_recovery import StallWatch
 from media.testing import PatternVideoSource, ToneAudioSource, dominant_frequency, read_index
-from tests.media.helpers import connect, eventually, indices_after_loss
+from tests.media.helpers import DropOnArrival, connect, eventually, indices_after_loss, next_indices
 
 pytestmark = pytest.mark.timeout(60)
-
-
-class _DropOnArrival:
-    """Wraps a receiver's short path: drops the ``drop`` media datagrams (1-based) and, if ``rtx``, every
-    retransmission, before they are read (the SSRC is in the clear in SRTP). The first packets of the
-    retransmission stream take aiortc's path (a new SSRC), so with ``rtx`` that path drops them too."""
-
-    def __init__(self, lean: LeanReceive, drop: set[int], *, rtx: bool = False) -> None:
-        self.lean = lean
-        self.drop = drop
-        self.drop_rtx = rtx
-        self.media_ssrc: bytes | None = None
-        self.seen = 0
-        self.dropped = 0
-        self.lost_at: float | None = None
-        self.on_lost: Any = None
-        self._own = lean.datagram
-        lean.datagram = self.datagram  # type: ignore[method-assign]
-        dtls: Any = lean.receiver.transport
-        self._own_slow = dtls._handle_rtp_data
-        dtls._handle_rtp_data = self.slow_path
-
-    async def slow_path(self, data: bytes, arrival_time_ms: int) -> None:
-        if self.drop_rtx and self.media_ssrc is not None and data[8:12] != self.media_ssrc:
-            return
-        await self._own_slow(data, arrival_time_ms)
-
-    def datagram(self, data: bytes, hook: Any, stall: Any) -> None:
-        ssrc = data[8:12]
-        if self.media_ssrc is None:
-            self.media_ssrc = ssrc
-        if ssrc == self.media_ssrc:
-            self.seen += 1
-            if self.seen in self.drop:
-                self.dropped += 1
-                self.lost_at = time.monotonic()
-                if self.on_lost is not None:
-                    self.on_lost()
-                return
-        elif self.drop_rtx:
-            return
-        self._own(data, hook, stall)
 
 
 def _hooks(receiver: Any) -> tuple[LeanReceive, StallWatch | None]:
@@ -73,7 +30,7 @@ def _hooks(receiver: Any) -> tuple[LeanReceive, StallWatch | None]:
     path = prepare_receiver(receiver)
     lean = path.lean
     assert lean is not None and lean_receive(receiver) is lean  # idempotent
-    assert path.frames_on_marker == (path.stall_watch is not None)  # video only
+    assert path.prompt_assembly
     assert prepare_receiver(receiver) == path
     return lean, path.stall_watch
 
@@ -105,8 +62,8 @@ async def _video_call(bitrate: int) -> AsyncIterator[_Call]:
 
 async def test_video_takes_the_short_path_in_order_and_lost_packets_are_retransmitted() -> None:
     async with _video_call(600_000) as (fanout, sink, lean, _):
-        loss = _DropOnArrival(lean, {60, 61})
-        indices = [read_index(await asyncio.wait_for(sink.recv(), 10)) for _ in range(60)]
+        loss = DropOnArrival(lean, {60, 61})
+        indices = await next_indices(sink, 60, timeout=20)
     assert loss.dropped == 2
     # every frame, in order: the two lost packets were NACKed from the short path, and their
     # retransmissions (RTX, which aiortc's handler unwraps) completed the frame; the first RTX
@@ -119,7 +76,7 @@ async def test_video_takes_the_short_path_in_order_and_lost_packets_are_retransm
 
 async def test_a_packet_lost_for_good_on_the_short_path_is_skipped_and_a_keyframe_requested() -> None:
     async with _video_call(400_000) as (fanout, sink, lean, watch):
-        loss = _DropOnArrival(lean, {60}, rtx=True)
+        loss = DropOnArrival(lean, {60}, rtx=True)
         requests_at_loss: list[int] = []
         loss.on_lost = lambda: requests_at_loss.append(fanout.keyframe_requests)
         after = await indices_after_loss(sink, loss)

@@ -12,8 +12,8 @@ from aiortc.rtp import RtpPacket
 from media.fanout import EncodedAudioFanout, EncodedVideoFanout
 from media.rtp_send import SentPacket, lean_rtp
 from media.sinks import AudioSink, VideoSink
-from media.testing import PatternVideoSource, ToneAudioSource, read_index
-from tests.media.helpers import connect, eventually
+from media.testing import PatternVideoSource, ToneAudioSource
+from tests.media.helpers import connect, eventually, next_indices
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -62,7 +62,7 @@ async def test_video_packets_are_aiortcs_and_a_lost_one_is_retransmitted() -> No
             sender = _sender(a)
             assert sender._callrt_lean_rtp and lean_rtp(sender)  # installed by the fan-out; idempotent
             try:
-                indices = [read_index(await asyncio.wait_for(sink.recv(), 10)) for _ in range(45)]
+                indices = await next_indices(sink, 45)
             finally:
                 await sink.aclose()
             # every frame, in order, nothing missing: the two packets lost were sent again (NACK)
