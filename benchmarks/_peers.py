@@ -78,20 +78,24 @@ class BgrCamera:
         self.period = 1.0 / fps
         self.t0 = time.monotonic()
         self.n = 0
+        self.base = 0
+        """Frames before the last pause: pts go on from there. FFmpeg's libvpx encoder refuses a pts
+        that goes back, and aiortc's sender ends at that error: with pts restarting at 0 on
+        resume, aiortc's stream stopped at the first pause and its later turns measured idle CPU."""
         self.running = asyncio.Event()
         self.running.set()
 
     async def next(self) -> tuple[np.ndarray, int]:
         if not self.running.is_set():  # paused: the peers idle while the isolated stages are measured
             await self.running.wait()
-            self.t0, self.n = time.monotonic(), 0
+            self.t0, self.base, self.n = time.monotonic(), self.base + self.n, 0
         due = self.t0 + self.n * self.period
         now = time.monotonic()
         if due > now:
             await asyncio.sleep(due - now)
         elif now - due > 2 * self.period:
             self.n = int((now - self.t0) / self.period)
-        i = self.n
+        i = self.base + self.n
         self.n += 1
         return self.frames[i % len(self.frames)], int(i * 90_000 / FPS)
 
