@@ -10,7 +10,8 @@ hands the oldest frame over as soon as its packets, from the oldest one up to a 
 marker bit and the same timestamp, are all there with no hole. Everything else stays aiortc's:
 a frame is still also complete when a packet with a new timestamp follows it (a sender that
 never sets the marker), a hole still holds every later frame back until the retransmission
-arrives or ``media.stall_recovery`` gives up on it, and overflow is handled as before.
+arrives or ``media.stall_recovery`` gives up on it, and overflow is handled as before. Packets
+with no media (padding between frames) make no frame of their own.
 
 Audio. aiortc's audio buffer hands a packet over only once four later ones have arrived (80 ms
 of 20 ms packets), and a packet lost for good (audio is not retransmitted) holds everything
@@ -72,12 +73,19 @@ class MarkerJitterBuffer(JitterBuffer):
                 return self._take(count + 1, timestamp)
         return None
 
-    def _take(self, count: int, timestamp: int) -> JitterFrame:
-        """The oldest ``count`` packets as one frame, removed from the buffer."""
+    def _take(self, count: int, timestamp: int) -> JitterFrame | None:
+        """The oldest ``count`` packets as one frame, removed from the buffer.
+
+        Packets with no media (padding-only packets, which some senders send between frames with
+        the last frame's timestamp) make no frame: an empty packet would put the decoder into
+        draining. The frame after them is returned instead, if it is complete.
+        """
         origin, capacity, slots = self._origin, self._capacity, self._packets
         assert origin is not None
         data = b"".join([slots[(origin + i) % capacity]._data for i in range(count)])  # type: ignore[union-attr]
         self.remove(count)
+        if not data:
+            return self._remove_frame(0)
         return JitterFrame(data=data, timestamp=timestamp)
 
     def pop_ready(self) -> JitterFrame | None:
@@ -108,22 +116,26 @@ class InOrderAudioBuffer(JitterBuffer):
         return False, self.pop_ready()
 
     def pop_ready(self) -> JitterFrame | None:
-        """The next packet due, if it is here (or once enough newer ones say the missing one is lost)."""
-        origin = self._origin
-        if origin is None:
-            return None
+        """The next packet due, if it is here (or once enough newer ones say the missing one is lost).
+
+        A packet with no media (padding) is passed over: an empty packet would put the decoder
+        into draining.
+        """
         capacity, slots = self._capacity, self._packets
-        packet = slots[origin % capacity]
-        if packet is None:
-            waiting = [i for i in range(1, capacity) if slots[(origin + i) % capacity] is not None]
-            if len(waiting) < AUDIO_REORDER_PACKETS:
-                return None
-            origin = (origin + waiting[0]) & 0xFFFF  # skip the lost packet(s)
+        while (origin := self._origin) is not None:
             packet = slots[origin % capacity]
-            assert packet is not None
-        slots[origin % capacity] = None
-        self._origin = (origin + 1) & 0xFFFF
-        return JitterFrame(data=packet._data, timestamp=packet.timestamp)  # type: ignore[attr-defined]
+            if packet is None:
+                waiting = [i for i in range(1, capacity) if slots[(origin + i) % capacity] is not None]
+                if len(waiting) < AUDIO_REORDER_PACKETS:
+                    return None
+                origin = (origin + waiting[0]) & 0xFFFF  # skip the lost packet(s)
+                packet = slots[origin % capacity]
+                assert packet is not None
+            slots[origin % capacity] = None
+            self._origin = (origin + 1) & 0xFFFF
+            if packet._data:  # type: ignore[attr-defined]
+                return JitterFrame(data=packet._data, timestamp=packet.timestamp)  # type: ignore[attr-defined]
+        return None
 
     def _restart(self, seq: int) -> None:
         for i in range(self._capacity):

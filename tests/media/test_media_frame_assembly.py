@@ -84,6 +84,18 @@ def test_a_marker_packet_that_arrives_first_waits_for_the_rest() -> None:
     assert [(n, d) for n, d, _ in out] == [(2, b"f0p0;f0p1;f0p2;"), (5, b"f1p0;f1p1;f1p2;")]
 
 
+def test_padding_between_frames_makes_no_frame() -> None:
+    """A padding-only packet (no media, the last frame's timestamp, no marker) between two frames:
+    handed over alone it would be an empty packet, which puts FFmpeg's decoder into draining."""
+    frames = _packets(2, 2, first_seq=100)
+    padding = RtpPacket(payload_type=96, marker=0, sequence_number=102, timestamp=3000)
+    padding._data = b""  # type: ignore[attr-defined]
+    for p in frames[2:]:
+        p.sequence_number += 1
+    out = _feed(_buffer(), [*frames[:2], padding, *frames[2:]])
+    assert [(n, d) for n, d, _ in out] == [(1, b"f0p0;f0p1;"), (4, b"f1p0;f1p1;")]
+
+
 def test_without_markers_frames_complete_as_in_aiortc() -> None:
     packets = _packets(5, 3, marker=False)
     rng = random.Random(7)
@@ -137,6 +149,15 @@ def test_audio_lost_packet_is_skipped_after_enough_newer_ones_and_late_ones_are_
     assert all(o == [] for o in out[1:AUDIO_REORDER_PACKETS])
     assert out[AUDIO_REORDER_PACKETS] == after_loss
     assert out[-2:] == [[], [after_loss[-1] + 1]]
+
+
+def test_audio_padding_makes_no_frame() -> None:
+    jitter = _audio_buffer()
+    assert _audio_feed(jitter, [1, 2]) == [[1], [2]]
+    padding = RtpPacket(payload_type=111, sequence_number=3, timestamp=960 * 2)
+    padding._data = b""  # type: ignore[attr-defined]
+    assert jitter.add(padding) == (False, None)
+    assert _audio_feed(jitter, [4]) == [[4]]
 
 
 def test_audio_jumps_restart_the_buffer() -> None:
