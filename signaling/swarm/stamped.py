@@ -73,6 +73,10 @@ MARK_BLOCKS = 2
 MARK_GAP_BASE = 4
 """The second mark starts ``MARK_GAP_BASE + (second mod MARK_MODULUS)`` blocks after the first."""
 MARK_MODULUS = 16
+EARLY_S = 0.5
+"""A video stamp or a tone mark may read up to this much before its capture time and still be
+a (small, negative) latency rather than one a whole cycle long: with no receive buffer in front,
+latency is ~1 ms, and the millisecond stamps and the sender's pacing are that coarse."""
 """Audio latency is unambiguous up to this many seconds."""
 
 
@@ -223,9 +227,11 @@ def read_capture_ms(frame: VideoFrame) -> int | None:
 
 
 def latency_ms(stamp_ms: int, now: float | None = None) -> float:
-    """Milliseconds from a capture stamp to ``now`` (wall clock), modulo ``VIDEO_CYCLE_MS``."""
+    """Milliseconds from a capture stamp to ``now`` (wall clock), modulo ``VIDEO_CYCLE_MS``, in
+    ``[-EARLY_S, VIDEO_CYCLE_MS - EARLY_S)``: a frame that reads a millisecond early is -1 ms, not 9999."""
     now_ms = int((time.time() if now is None else now) * 1000)
-    return float((now_ms - stamp_ms) % VIDEO_CYCLE_MS)
+    early_ms = int(EARLY_S * 1000)
+    return float((now_ms - stamp_ms + early_ms) % VIDEO_CYCLE_MS - early_ms)
 
 
 def cycle_frames(fps: float) -> int:
@@ -542,6 +548,9 @@ class ToneMarks:
 
     def _latency(self, second_mod: int, arrival: float) -> float | None:
         capture_offset = self.offset_s + BLOCK_MS / 1000
-        base = math.floor(arrival - capture_offset)
+        # the latest second with that residue at most EARLY_S after the arrival: a mark that
+        # reads a little early (the sender paced a hair ahead of the model's capture time; at ~1 ms
+        # latency that shows) is a small negative latency, not one a whole 16 s cycle long
+        base = math.floor(arrival - capture_offset + EARLY_S)
         second = base - ((base - second_mod) % MARK_MODULUS)
         return (arrival - (second + capture_offset)) * 1000.0

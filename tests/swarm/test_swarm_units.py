@@ -141,6 +141,24 @@ def test_video_check_counts_modulo_the_cycle_and_unwraps_latency(monkeypatch: py
     assert np.allclose(check.latencies, expected, atol=2.0)
 
 
+def test_video_check_takes_a_frame_stamped_a_hair_after_its_arrival_in_order(monkeypatch: pytest.MonkeyPatch):
+    """At ~1 ms of latency a frame can read a millisecond early (millisecond stamps, the sender's
+    pacing); that once read as 9999 ms and counted the frame, and the next, out of order."""
+    from signaling.swarm import checks
+
+    source = StampedTestPattern(160, 120, 30)
+    check = VideoCheck(0, Timeline(), fps=30)
+    check.window_open = True
+    first = round(time.time() * 30) - 30
+    latencies = [0.002, 0.001, -0.0012, 0.001, 0.002, 0.0015]
+    for k, latency in zip(range(first, first + len(latencies)), latencies, strict=True):
+        monkeypatch.setattr(checks.time, "time", lambda k=k, latency=latency: k / 30 + latency)
+        check.on_frame(source.render_slot(k))
+    monkeypatch.undo()
+    assert (check.verified, check.out_of_order, check.unreadable, check.lost) == (len(latencies), 0, 0, 0)
+    assert min(check.latencies) < 0 and max(check.latencies) < 5
+
+
 def _mark_latencies(marks: ToneMarks, blocks: list, arrival: float) -> list[float]:
     """Push decoded blocks (arrived at ``arrival``) into ``marks``; the latencies it measured."""
     out = []
@@ -314,6 +332,23 @@ def test_tone_marks_ignore_a_pair_broken_by_an_rtp_gap():
     marks.push(BLOCK, quiet, arrival)
     marks.push(3 * BLOCK, loud, arrival)  # a lost packet between the marks
     assert all(marks.push(i * BLOCK, quiet if i == 6 else loud, arrival) is None for i in range(4, 7))
+
+
+def test_tone_marks_read_slightly_early_are_a_small_negative_latency_not_a_cycle():
+    """With no receive buffer in front, latency is ~1 ms and a mark can read a fraction of a
+    millisecond before the model's capture time; that once read as 15999.6 ms (one 16 s cycle)."""
+    from signaling.swarm.stamped import BLOCK, expected_rms
+
+    marks = ToneMarks(offset_s=0.0)
+    loud, quiet = expected_rms(), 0.0
+    capture = 993 + 0.02  # the first mark's modelled capture time: second 993 (mod 16 == 1) + 20 ms
+    arrival = capture - 0.0004
+    assert marks.push(0, loud, arrival - 0.02) is None
+    assert marks.push(BLOCK, quiet, arrival) is None
+    for i in range(2, 6):
+        assert marks.push(i * BLOCK, loud, arrival) is None
+    lat = marks.push(6 * BLOCK, quiet, arrival + 0.1)
+    assert lat is not None and abs(lat - (-0.4)) < 1e-6, lat
 
 
 def test_tone_marks_need_a_loud_block_before_a_mark():
