@@ -258,13 +258,11 @@ class LeanReceive:
             pli = pli or self._video  # lost picture data: ask for a keyframe (RFC 4585 6.3.1.1)
         if frame is not None and getattr(r, _R + "decoder_thread"):
             decoder_queue, mapper = getattr(r, _R + "decoder_queue"), self._mapper
-            frame.timestamp = mapper.map(frame.timestamp)
-            decoder_queue.put((codec, frame))
             ready = getattr(self._jitter, "pop_ready", None)  # media.frame_assembly: more may be complete
-            if ready is not None:
-                while (frame := ready()) is not None:
-                    frame.timestamp = mapper.map(frame.timestamp)
-                    decoder_queue.put((codec, frame))
+            while frame is not None:
+                frame.timestamp = mapper.map(frame.timestamp)
+                decoder_queue.put((codec, frame))
+                frame = ready() if ready is not None else None
         if stall is not None and stall.check(packet):
             pli = True
         if pli:

@@ -73,11 +73,11 @@ MARK_BLOCKS = 2
 MARK_GAP_BASE = 4
 """The second mark starts ``MARK_GAP_BASE + (second mod MARK_MODULUS)`` blocks after the first."""
 MARK_MODULUS = 16
+"""Audio latency is unambiguous up to this many seconds."""
 EARLY_S = 0.5
 """A video stamp or a tone mark may read up to this much before its capture time and still be
 a (small, negative) latency rather than one a whole cycle long: with no receive buffer in front,
 latency is ~1 ms, and the millisecond stamps and the sender's pacing are that coarse."""
-"""Audio latency is unambiguous up to this many seconds."""
 
 
 class GridClock:
