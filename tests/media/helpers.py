@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCRtpReceiver
@@ -46,6 +47,20 @@ async def connect(add_tracks: Callable[[RTCPeerConnection], Any], wrap: Callable
     b.on("track", on_track)
     await negotiate(a, b)
     return a, b, await asyncio.wait_for(got, 10)
+
+
+@contextlib.asynccontextmanager
+async def connected(add_tracks: Callable[[RTCPeerConnection], Any], wrap: Callable[[MediaStreamTrack], Any],
+                    on_receiver: Callable[[RTCRtpReceiver], Any] | None = None,
+                    ) -> AsyncIterator[tuple[RTCPeerConnection, RTCPeerConnection, Any]]:
+    """``connect``, then close the wrapped track (a sink's ``aclose``) and both peers on the way out."""
+    a, b, sink = await connect(add_tracks, wrap, on_receiver)
+    try:
+        yield a, b, sink
+    finally:
+        await sink.aclose()
+        await a.close()
+        await b.close()
 
 
 async def eventually(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.02) -> None:

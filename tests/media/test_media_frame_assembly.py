@@ -23,7 +23,7 @@ from media.receive_path import prepare_receiver
 from media.rtp_receive import lean_receive
 from media.sinks import AudioSink, VideoSink
 from media.testing import PatternVideoSource, ToneAudioSource, dominant_frequency, read_index
-from tests.media.helpers import DropOnArrival, connect, eventually
+from tests.media.helpers import DropOnArrival, connected, eventually
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -187,26 +187,15 @@ async def test_the_last_frame_a_sender_sends_is_decoded(path: str) -> None:
     """A source that stops after 90 frames: with callrt's receive path the receiver decodes frame 89
     (what a muted camera or a one-off slide leaves on screen); aiortc's buffer waits for a frame 90
     that never comes."""
-    src = PatternVideoSource(320, 240, fps=30, frames=90)
-    await src.start()
-    pcs: list[Any] = []
-    try:
-        async with EncodedVideoFanout(src, "vp8", bitrate=400_000) as fanout:
-            install = prepare_receiver if path == "callrt" else hook_decoder
-            a, b, sink = await connect(fanout.add_to, VideoSink, on_receiver=install)
-            pcs += [a, b]
-            try:
-                await eventually(lambda: fanout.frames_handled == 90)  # the last one encoded and sent
-                await asyncio.sleep(0.5)  # its packets cross loopback
-                latest = sink.latest()
-                assert latest is not None and sink.received >= 30
-                assert read_index(latest) == (89 if path == "callrt" else 88)
-            finally:
-                await sink.aclose()
-    finally:
-        for pc in pcs:
-            await pc.close()
-        await src.stop()
+    install = prepare_receiver if path == "callrt" else hook_decoder
+    async with (PatternVideoSource(320, 240, fps=30, frames=90) as src,
+                EncodedVideoFanout(src, "vp8", bitrate=400_000) as fanout,
+                connected(fanout.add_to, VideoSink, on_receiver=install) as (_, _, sink)):
+        await eventually(lambda: fanout.frames_handled == 90)  # the last one encoded and sent
+        await asyncio.sleep(0.5)  # its packets cross loopback
+        latest = sink.latest()
+        assert latest is not None and sink.received >= 30
+        assert read_index(latest) == (89 if path == "callrt" else 88)
 
 
 @pytest.mark.parametrize("path", ["callrt", "aiortc"])
@@ -214,44 +203,32 @@ async def test_one_lost_audio_packet_costs_no_lasting_delay(path: str) -> None:
     """One audio packet lost on the way (audio is not retransmitted): with callrt's receive path the
     receiver holds nothing back once the packets after it went out; aiortc's buffer keeps 14 of them
     (280 ms of audio) for the rest of the call. The tone keeps arriving either way."""
-    src = ToneAudioSource(440.0)
-    await src.start()
-    pcs: list[Any] = []
-    try:
-        async with EncodedAudioFanout(src) as fanout:
-            receivers: list[Any] = []
+    receivers: list[Any] = []
 
-            def install(receiver: Any) -> None:
-                if path == "callrt":
-                    prepare_receiver(receiver)
-                else:
-                    hook_decoder(receiver)
-                    lean_receive(receiver)  # the short path, to lose a packet on (jitter buffer: aiortc's)
-                receivers.append(receiver)
+    def install(receiver: Any) -> None:
+        if path == "callrt":
+            prepare_receiver(receiver)
+        else:
+            hook_decoder(receiver)
+            lean_receive(receiver)  # the short path, to lose a packet on (jitter buffer: aiortc's)
+        receivers.append(receiver)
 
-            a, b, sink = await connect(fanout.add_to, AudioSink, on_receiver=install)
-            pcs += [a, b]
-            [receiver] = receivers
-            jitter = receiver._RTCRtpReceiver__jitter_buffer
-            loss = DropOnArrival(receiver._callrt_lean_receive, {40})
-            try:
-                await eventually(lambda: loss.dropped == 1)
-                received = sink.received
-                held = []
-                for _ in range(20):  # a second after the loss, sampled between packets
-                    await asyncio.sleep(0.05)
-                    held.append(sum(p is not None for p in jitter._packets))
-                assert sink.received - received >= 20  # it goes on
-                samples = [(await asyncio.wait_for(sink.recv(), 5)).samples for _ in range(5)]
-            finally:
-                await sink.aclose()
-            tone = dominant_frequency(np.concatenate(samples), 48_000)
-            assert abs(tone - 440.0) < 10, tone
-            if path == "callrt":
-                assert max(held[5:]) == 0, held  # handed over as each arrives
-            else:
-                assert min(held[5:]) >= 10, held  # the backlog the loss left stays
-    finally:
-        for pc in pcs:
-            await pc.close()
-        await src.stop()
+    async with (ToneAudioSource(440.0) as src, EncodedAudioFanout(src) as fanout,
+                connected(fanout.add_to, AudioSink, on_receiver=install) as (_, _, sink)):
+        [receiver] = receivers
+        jitter = receiver._RTCRtpReceiver__jitter_buffer
+        loss = DropOnArrival(receiver._callrt_lean_receive, {40})
+        await eventually(lambda: loss.dropped == 1)
+        received = sink.received
+        held = []
+        for _ in range(20):  # a second after the loss, sampled between packets
+            await asyncio.sleep(0.05)
+            held.append(sum(p is not None for p in jitter._packets))
+        assert sink.received - received >= 20  # it goes on
+        samples = [(await asyncio.wait_for(sink.recv(), 5)).samples for _ in range(5)]
+    tone = dominant_frequency(np.concatenate(samples), 48_000)
+    assert abs(tone - 440.0) < 10, tone
+    if path == "callrt":
+        assert max(held[5:]) == 0, held  # handed over as each arrives
+    else:
+        assert min(held[5:]) >= 10, held  # the backlog the loss left stays

@@ -20,7 +20,7 @@ from media.rtp_receive import ENV, LeanReceive, lean_receive, one_byte_extension
 from media.sinks import AudioSink, VideoSink
 from media.stall_recovery import StallWatch
 from media.testing import PatternVideoSource, ToneAudioSource, dominant_frequency, read_index
-from tests.media.helpers import DropOnArrival, connect, eventually, indices_after_loss, next_indices
+from tests.media.helpers import DropOnArrival, connect, connected, eventually, indices_after_loss, next_indices
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -41,23 +41,12 @@ _Call = tuple[EncodedVideoFanout, VideoSink, LeanReceive, StallWatch | None]
 @contextlib.asynccontextmanager
 async def _video_call(bitrate: int) -> AsyncIterator[_Call]:
     """A 320x240 VP8 fan-out to one loopback peer whose receiver has what a call installs."""
-    src = PatternVideoSource(320, 240, fps=30)
-    await src.start()
-    pcs: list[Any] = []
-    try:
-        async with EncodedVideoFanout(src, "vp8", bitrate=bitrate) as fanout:
-            hooks: list[tuple[LeanReceive, StallWatch | None]] = []
-            a, b, sink = await connect(fanout.add_to, VideoSink, on_receiver=lambda r: hooks.append(_hooks(r)))
-            pcs += [a, b]
-            [(lean, watch)] = hooks
-            try:
-                yield fanout, sink, lean, watch
-            finally:
-                await sink.aclose()
-    finally:
-        for pc in pcs:
-            await pc.close()
-        await src.stop()
+    hooks: list[tuple[LeanReceive, StallWatch | None]] = []
+    async with (PatternVideoSource(320, 240, fps=30) as src,
+                EncodedVideoFanout(src, "vp8", bitrate=bitrate) as fanout,
+                connected(fanout.add_to, VideoSink, on_receiver=lambda r: hooks.append(_hooks(r))) as (_, _, sink)):
+        [(lean, watch)] = hooks
+        yield fanout, sink, lean, watch
 
 
 async def test_video_takes_the_short_path_in_order_and_lost_packets_are_retransmitted() -> None:
