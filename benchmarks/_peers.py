@@ -31,7 +31,6 @@ from aiortc.codecs.vpx import Vp8Encoder
 
 from benchmarks._report import Record
 from media._opencv import cv2
-from media.avframes import to_av
 from media.codecs import VideoEncoder, VideoEncoderSettings
 from media.convert import Converter
 from media.fanout import EncodedVideoFanout
@@ -483,7 +482,7 @@ def _isolated_step(mode: str, width: int, height: int) -> Any:
 
         def step(i: int) -> None:
             frame = conv.to_frame(camera.frames[i % 30], pts=i * 3000)
-            for p in enc.encode(to_av(frame)):
+            for p in enc.encode(frame):
                 for d in decoder.decode(av.Packet(bytes(p))):
                     _ = d.planes
     else:

@@ -34,7 +34,7 @@ import av
 import numpy as np
 
 from media._boundary import translate
-from media.avframes import from_av, to_av
+from media.avframes import AvFrameCache, from_av
 from media.errors import CodecUnavailable, DecodeError, EncodeError, UnsupportedFormat
 from media.frames import (
     AUDIO_SAMPLE_RATE,
@@ -54,6 +54,8 @@ MIME_TYPES: dict[str, str] = {"vp8": "video/VP8", "h264": "video/H264", "opus": 
 """RTP mime type of each codec name, as aiortc spells it."""
 
 _ENCODERS = {"vp8": "libvpx", "h264": "libx264"}
+_PICT_I = av.video.frame.PictureType.I
+_PICT_NONE = av.video.frame.PictureType.NONE
 _DECODERS = {"vp8": "vp8", "h264": "h264"}
 OPUS_TIME_BASE = Fraction(1, AUDIO_SAMPLE_RATE)
 
@@ -148,6 +150,7 @@ class VideoEncoder:
         self._kf_requested = 0
         self._kf_served = 0
         self._lock = threading.Lock()
+        self._wrappers = AvFrameCache()
         self.encodes = 0
         self.keyframes = 0
         self.rebuilds = 0
@@ -176,36 +179,50 @@ class VideoEncoder:
         with self._lock:
             self._kf_requested += 1
 
-    def encode(self, frame: VideoFrame | av.VideoFrame, keyframe: bool = False) -> list[av.Packet]:
+    def encode(self, frame: VideoFrame | av.VideoFrame, keyframe: bool = False, *,
+               pts: int | None = None) -> list[av.Packet]:
         """Encode one frame; returns 0 or more packets (libvpx/x264 with zero latency: 1).
 
-        A callrt frame is wrapped without a copy; an ``av.VideoFrame`` is used as is (its pts,
-        time base and picture type are overwritten). A new size reopens the encoder (keyframe).
+        A callrt frame is wrapped without a copy (and the wrapper reused when its array comes
+        back, see ``AvFrameCache``); an ``av.VideoFrame`` is used as is (its pts, time base and
+        picture type are overwritten). ``pts`` (in 1/90000) replaces the frame's own. A new size
+        reopens the encoder (keyframe).
         """
-        avf = frame if isinstance(frame, av.VideoFrame) else to_av(frame)
+        # The hot path: every step here runs once per frame right after the codec has evicted the
+        # caches, where each Python step costs several times its cost in a loop of its own.
+        avf = frame if isinstance(frame, av.VideoFrame) else self._wrappers.get(frame)
+        tb: Fraction | None
+        if pts is not None:
+            tb = VIDEO_TIME_BASE
+        elif avf is frame:
+            pts, tb = avf.pts, avf.time_base
+        else:
+            pts, tb = frame.pts, frame.time_base
         size = (avf.width, avf.height)
         if size != self._size or self._ctx is None:
             self._open(size)
-        else:
+        elif self._target != self._applied:
             self._apply_bitrate()
-        with self._lock:
-            if self._kf_requested != self._kf_served:
+        if self._kf_requested != self._kf_served:  # an int read needs no lock; the update does
+            with self._lock:
                 self._kf_served = self._kf_requested
-                keyframe = True
-        pts = _rescale(avf.pts, avf.time_base, VIDEO_TIME_BASE)
+            keyframe = True
+        if tb is not VIDEO_TIME_BASE:
+            pts = _rescale(pts, tb, VIDEO_TIME_BASE)
+        elif pts is None:
+            pts = 0
         if pts <= self._last_pts:
             pts = self._last_pts + 1
         self._last_pts = pts
         avf.pts = pts
         avf.time_base = VIDEO_TIME_BASE
-        avf.pict_type = av.video.frame.PictureType.I if keyframe else av.video.frame.PictureType.NONE
+        avf.pict_type = _PICT_I if keyframe else _PICT_NONE
         try:  # inline rather than translate(): this is the hot path
-            packets = self._ctx.encode(avf)
+            packets = self._ctx.encode(avf)  # packets come in the context's time base (1/90000)
         except av.FFmpegError as exc:
             raise EncodeError(f"{self.codec} encode: {exc}") from exc
         self.encodes += 1
         for p in packets:
-            p.time_base = VIDEO_TIME_BASE
             if p.is_keyframe:
                 self.keyframes += 1
         return packets
@@ -213,6 +230,7 @@ class VideoEncoder:
     def close(self) -> None:
         """Release the codec context (idempotent)."""
         self._ctx = None
+        self._wrappers.clear()
 
     def _clamp(self, bps: int) -> int:
         return int(max(self.settings.min_bitrate, min(int(bps), self.settings.max_bitrate)))

@@ -58,7 +58,6 @@ from aiortc import RTCPeerConnection, RTCRtpSender
 
 from media._boundary import Worker, translate
 from media.audio import Resampler
-from media.avframes import to_av
 from media.codecs import (
     OPUS_TIME_BASE,
     AudioEncoder,
@@ -444,9 +443,8 @@ class EncodedVideoFanout(_EncodedPump):
         else:
             if self._replaying:
                 self.encoder.force_keyframe()  # the peers' decoders hold the replay's reference, not ours
-            avf = to_av(frame)
-            avf.pts = pts
-            packets = await self._worker.run(self.encoder.encode, avf)
+            # Wrapped for PyAV in the encoder's thread, not on the event loop.
+            packets = await self._worker.run(self.encoder.encode, frame, pts=pts)
             self.encodes_done += 1
         self._replaying = replayed
         self.frames_handled += 1  # counted together on the loop: encodes_done / frames_handled is exact

@@ -6,7 +6,7 @@ import av
 import numpy as np
 import pytest
 
-from media.avframes import audio_from_av, audio_to_av, from_av, to_av
+from media.avframes import AvFrameCache, audio_from_av, audio_to_av, from_av, to_av
 from media.codecs import VideoDecoder, VideoEncoder
 from media.frames import AudioFrame, PlanarVideoFrame, VideoFrame
 
@@ -41,6 +41,33 @@ def test_to_av_height_2_mod_4_copies_correctly() -> None:
     back = from_av(out)
     for a, b in zip(back.planes, f.planes, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_frame_cache_reuses_the_wrapper_of_a_returning_array() -> None:
+    cache = AvFrameCache(size=2)
+    a, b, c = (_pattern(320, 240).data for _ in range(3))
+    first = cache.get(VideoFrame(a, pts=1))
+    assert cache.get(VideoFrame(a, pts=2)) is first  # a new frame over the same array: same wrapper
+    assert np.shares_memory(_plane(first.planes[0]), a)
+    a[0, 0] = 5  # the wrapper shows what the array holds now
+    assert _plane(first.planes[0])[0] == 5
+    other = cache.get(VideoFrame(b))
+    assert other is not first and np.shares_memory(_plane(other.planes[0]), b)
+    cache.get(VideoFrame(c))  # a third array evicts the oldest (size=2)
+    assert cache.get(VideoFrame(a)) is not first
+    assert cache.get(VideoFrame(c)) is cache.get(VideoFrame(c))
+
+
+def test_frame_cache_passes_copies_and_decoded_frames_through() -> None:
+    cache = AvFrameCache()
+    odd = _pattern(480, 270)  # height 2 (mod 4): PyAV needs a copy, which must not be reused
+    first = cache.get(odd)
+    assert cache.get(odd) is not first
+    odd.y[0, 0] = 7
+    assert _plane(cache.get(odd).planes[0])[0] == 7
+    src = to_av(_pattern(320, 240))
+    decoded = from_av(src)
+    assert cache.get(decoded) is src  # planes that PyAV owns: its own frame, as to_av does
 
 
 @pytest.mark.parametrize(("w", "h"), [(650, 482), (641, 481), (100, 60), (1000, 562)])

@@ -43,6 +43,25 @@ def test_round_trip_preserves_content(codec: str) -> None:
 
 
 @pytest.mark.parametrize("codec", ["vp8", "h264"])
+def test_ring_buffers_encode_what_they_hold_now(codec: str) -> None:
+    """A source refilling two buffers: the reused wrappers must carry each new picture."""
+    enc, dec = VideoEncoder(codec=codec, bitrate=300_000), VideoDecoder(codec)  # type: ignore[arg-type]
+    ring = [f.data for f in _frames(2)]
+    pattern = render_pattern(W, H, 10)
+    got, pts = [], []
+    for i in range(12):
+        buf = ring[i % 2]
+        buf[:] = pattern[i % 10]
+        frame = VideoFrame(buf)
+        draw_index(frame, 2000 + i)
+        for p in enc.encode(frame, pts=5000 + 3000 * i):  # pts replaces the frame's own (0)
+            pts.append(p.pts)
+            got += dec.decode(p)
+    assert [read_index(g) for g in got] == [2000 + i for i in range(12)]
+    assert pts == [5000 + 3000 * i for i in range(12)]
+
+
+@pytest.mark.parametrize("codec", ["vp8", "h264"])
 def test_grey_level_survives(codec: str) -> None:
     enc, dec = VideoEncoder(codec=codec), VideoDecoder(codec)  # type: ignore[arg-type]
     frame = VideoFrame.allocate(W, H)
