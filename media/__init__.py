@@ -61,7 +61,8 @@ from media.frames import (
     PlanarVideoFrame,
     VideoFrame,
 )
-from media.inline_decode import decode_on_loop, hook_decoder
+from media.inline_decode import concealment_stats, decode_on_loop, hook_decoder
+from media.loss_concealment import ConcealmentStats
 from media.receive_path import ReceivePath, prepare_receiver
 from media.rtp_receive import LeanReceive, lean_receive
 from media.sinks import AudioSink, SinkStats, VideoSink
@@ -81,6 +82,7 @@ __all__ = [
     "CallrtError",
     "CodecError",
     "CodecUnavailable",
+    "ConcealmentStats",
     "ConversionError",
     "Converter",
     "DecodeError",
@@ -120,6 +122,7 @@ __all__ = [
     "VideoSource",
     "audio_from_av",
     "audio_to_av",
+    "concealment_stats",
     "decode_on_loop",
     "float_to_int16",
     "from_av",

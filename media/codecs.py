@@ -44,6 +44,7 @@ from media.frames import (
     PlanarVideoFrame,
     VideoFrame,
 )
+from media.loss_concealment import MAX_GAP_MS, OpusConcealment
 
 logger = logging.getLogger(__name__)
 
@@ -459,9 +460,14 @@ class AudioEncoder:
 
 
 class AudioDecoder:
-    """An Opus decoder: packets in, int16 interleaved ``AudioFrame``s (views) out."""
+    """An Opus decoder: packets in, int16 interleaved ``AudioFrame``s (views) out.
 
-    def __init__(self, channels: int = 2) -> None:
+    Packets decoded with a pts (RTP's 48 kHz clock) that skips ahead of where the previous one
+    ended by at most ``conceal_ms`` are preceded by libopus' concealment of what is missing
+    (``media.loss_concealment``); ``conceal_ms=0`` turns that off. ``concealment.stats()`` counts it.
+    """
+
+    def __init__(self, channels: int = 2, conceal_ms: int = MAX_GAP_MS) -> None:
         try:
             ctx = av.CodecContext.create("libopus", "r")
         except (av.FFmpegError, ValueError) as exc:
@@ -472,27 +478,46 @@ class AudioDecoder:
         self._ctx = ctx
         self.channels = channels
         self.decodes = 0
+        self.concealment = OpusConcealment(conceal_ms) if conceal_ms > 0 else None
 
     @property
     def codec_context(self) -> av.CodecContext:
         return self._ctx
 
     def decode(self, data: bytes | av.Packet, pts: int | None = None) -> list[AudioFrame]:
-        """Decode one Opus packet."""
+        """Decode one Opus packet (after concealing a gap before it, see the class doc)."""
         packet = data if isinstance(data, av.Packet) else av.Packet(data)
         if pts is not None:
             packet.pts = pts
             packet.time_base = OPUS_TIME_BASE
-        try:
-            frames = self._ctx.decode(packet)
-        except av.FFmpegError as exc:
-            raise DecodeError(f"opus decode: {exc}") from exc
-        self.decodes += 1
+        frames = self.decode_av(packet)
         # The context was opened for packed s16 with our channel count, so the frames are that:
         # hand out lazy views (made on first access to ``samples``).
         ch = self.channels
         now = time.time()
         return [LazyAudioFrame(_s16_view, f, f.samples, ch, f.sample_rate, f.pts or 0, now) for f in frames]
+
+    def decode_av(self, packet: av.Packet) -> list[av.AudioFrame]:
+        """Decode one Opus packet into PyAV frames, concealment of a gap before it first."""
+        at = packet.pts
+        c = self.concealment
+        frames: list[av.AudioFrame] = []
+        if c is not None and at is not None and at != c.expected and c.expected is not None and packet.size:
+            for filler, filler_pts in c.plan(at, memoryview(packet)[0]):
+                guess = av.Packet(filler)
+                guess.pts, guess.time_base = filler_pts, OPUS_TIME_BASE
+                try:
+                    frames += self._ctx.decode(guess)
+                except av.FFmpegError:
+                    pass  # a failed guess stays a hole
+        try:
+            real = self._ctx.decode(packet)
+        except av.FFmpegError as exc:
+            raise DecodeError(f"opus decode: {exc}") from exc
+        self.decodes += 1
+        if c is not None and at is not None and real:
+            c.done(at, real[0].samples if len(real) == 1 else sum(f.samples for f in real))
+        return frames + real if frames else real
 
     def close(self) -> None:
         self._ctx = None  # type: ignore[assignment]

@@ -20,8 +20,9 @@ the call (measured: 4 packets held before one loss, 14 after, for good). Each Op
 decodes on its own, so ``InOrderAudioBuffer`` hands every packet over as soon as the ones before
 it have been: at once when they arrive in order; a missing one is waited for until
 ``AUDIO_REORDER_PACKETS`` newer packets have arrived (it was reordered, or it is lost), then
-skipped. Smoothing arrival jitter for playout is the playout buffer's job
-(``media.audio.PlayoutBuffer``), which knows the device's clock.
+skipped; the decoder conceals the 20 ms it leaves (``media.loss_concealment``). Smoothing
+arrival jitter for playout is the playout buffer's job (``media.audio.PlayoutBuffer``), which
+knows the device's clock.
 
 ``prompt_assembly(receiver)`` switches one receiver's buffer. It stays the same object (its
 class is switched to a subclass that adds no state), so whatever already holds it (the stall

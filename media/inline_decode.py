@@ -22,6 +22,10 @@ kept that backlog as latency for the rest of the call; here at most ``MAX_QUEUED
 frames lost once instead of a standing delay. ``hook_decoder(receiver)`` installs either;
 ``decode_on_loop`` is the same, answering whether it decodes on the loop.
 
+Opus is decoded by ``media.codecs.AudioDecoder`` (libopus, opened as aiortc opens it), which
+conceals a lost packet with libopus' packet-loss concealment instead of leaving a hole
+(``media.loss_concealment``; ``concealment_stats(receiver)`` counts it).
+
 VP8 is decoded by FFmpeg's own decoder (``_FFmpegVp8``) instead of aiortc's libvpx binding:
 ~9 % less CPU per 640x480 frame here (0.28 against 0.31 ms), and the decoded planes are handed
 on as FFmpeg made them instead of being copied into a new frame. H.264 already is FFmpeg's.
@@ -43,7 +47,10 @@ from aiortc import RTCRtpReceiver
 from aiortc.codecs import get_decoder
 
 from media._boundary import codecs_on_loop
+from media.codecs import OPUS_TIME_BASE, AudioDecoder
+from media.errors import CodecUnavailable, DecodeError
 from media.frames import VIDEO_TIME_BASE
+from media.loss_concealment import ConcealmentStats
 
 logger = logging.getLogger(__name__)
 
@@ -73,12 +80,29 @@ class _FFmpegVp8:
         return frames
 
 
+class _ConcealingOpus:
+    """aiortc's Opus decoder interface (libopus, s16 stereo 48 kHz, as aiortc opens it) on
+    ``media.codecs.AudioDecoder``, which conceals lost packets (``media.loss_concealment``)."""
+
+    def __init__(self) -> None:
+        self.decoder = AudioDecoder(channels=2)
+
+    def decode(self, encoded_frame: Any) -> list[av.AudioFrame]:
+        packet = av.Packet(encoded_frame.data)
+        packet.pts = encoded_frame.timestamp
+        packet.time_base = OPUS_TIME_BASE
+        return self.decoder.decode_av(packet)
+
+
 def _decoder_for(codec: Any) -> Any:
-    if codec.mimeType.lower() == "video/vp8":
-        try:
+    mime = codec.mimeType.lower()
+    try:
+        if mime == "video/vp8":
             return _FFmpegVp8()
-        except (av.FFmpegError, ValueError):  # an FFmpeg built without it
-            pass
+        if mime == "audio/opus":
+            return _ConcealingOpus()
+    except (av.FFmpegError, ValueError, CodecUnavailable):  # an FFmpeg built without it
+        pass
     return get_decoder(codec)
 
 
@@ -114,7 +138,7 @@ class _InlineDecoder:
             self._decoder, self._codec_name = _decoder_for(codec), codec.name
         try:
             return self._decoder.decode(encoded_frame)
-        except av.FFmpegError as exc:
+        except (av.FFmpegError, DecodeError) as exc:
             logger.warning("failed to decode %s frame: %s", codec.name, exc)
             self._decode_error.set()
             return []
@@ -162,6 +186,14 @@ class _ThreadDecoder(_InlineDecoder):
                     self._loop.call_soon_threadsafe(self._deliver, frames)
                 except RuntimeError:  # the loop is closed: nobody is left to receive
                     return None
+
+
+def concealment_stats(receiver: RTCRtpReceiver) -> ConcealmentStats | None:
+    """How much of ``receiver``'s audio was lost and concealed by libopus (None: not hooked, or not Opus)."""
+    stand_in = getattr(receiver, _QUEUE_ATTR, None)
+    decoder = getattr(stand_in, "_decoder", None) if isinstance(stand_in, _InlineDecoder) else None
+    concealment = decoder.decoder.concealment if isinstance(decoder, _ConcealingOpus) else None
+    return concealment.stats() if concealment is not None else None
 
 
 def receiver_kind(receiver: RTCRtpReceiver) -> str | None:

@@ -100,6 +100,7 @@ class DropOnArrival:
         self.seen = 0
         self.dropped = 0
         self.lost_at: float | None = None
+        self.lost_timestamps: list[int] = []
         self.on_lost: Any = None
         self._own = lean.datagram
         lean.datagram = self.datagram  # type: ignore[method-assign]
@@ -121,6 +122,7 @@ class DropOnArrival:
             if self.seen in self.drop:
                 self.dropped += 1
                 self.lost_at = time.monotonic()
+                self.lost_timestamps.append(int.from_bytes(data[4:8], "big"))  # RTP header is in the clear
                 if self.on_lost is not None:
                     self.on_lost()
                 return
