@@ -516,7 +516,11 @@ class AudioDecoder:
             raise DecodeError(f"opus decode: {exc}") from exc
         self.decodes += 1
         if c is not None and at is not None and real:
-            c.done(at, real[0].samples if len(real) == 1 else sum(f.samples for f in real))
+            n = real[0].samples if len(real) == 1 else sum(f.samples for f in real)
+            if at == c.expected:
+                c.expected = at + n  # in order: the common case, inline
+            else:
+                c.done(at, n)
         return frames + real if frames else real
 
     def close(self) -> None:
