@@ -358,6 +358,7 @@ class AudioEncoder:
             raise UnsupportedFormat("Opus runs at 48 kHz; resample first")
         self.settings = s
         self.frame_samples = s.sample_rate * s.frame_ms // 1000
+        self._channels = s.channels
         self._pending = np.zeros((self.frame_samples * 4, s.channels), dtype=np.int16)
         self._fill = 0
         self._next_pts: int | None = None
@@ -381,14 +382,14 @@ class AudioEncoder:
 
     def encode(self, frame: AudioFrame) -> list[av.Packet]:
         """Buffer ``frame`` and encode every complete packet; returns 0 or more packets."""
-        if frame.channels != self.settings.channels or frame.sample_rate != self.settings.sample_rate:
+        samples = frame.samples
+        if samples.shape[1] != self._channels or frame.sample_rate != AUDIO_SAMPLE_RATE:
             raise UnsupportedFormat(
                 f"encoder wants {self.settings.channels} ch at {self.settings.sample_rate} Hz, "
                 f"got {frame.channels} ch at {frame.sample_rate} Hz"
             )
-        if self._target != self._ctx.bit_rate:  # type: ignore[union-attr]
+        if self._target != self._applied:
             self._open()
-        samples = frame.samples
         if self._next_pts is None or self._fill == 0:
             self._next_pts = frame.pts
         n = len(samples)
@@ -428,9 +429,8 @@ class AudioEncoder:
         except av.FFmpegError as exc:
             raise EncodeError(f"opus encode: {exc}") from exc
         self.encodes += 1
-        for p in packets:
+        for p in packets:  # in the context's time base (1/48000); libopus' own pts lag by its lookahead
             p.pts = self._next_pts
-            p.time_base = OPUS_TIME_BASE
         return packets
 
     def _open(self) -> None:
@@ -448,6 +448,7 @@ class AudioEncoder:
         with translate(EncodeError, "open libopus"):
             ctx.open()
         self._ctx = ctx
+        self._applied = self._target
         frame = av.AudioFrame(format="s16", layout=ctx.layout.name, samples=self.frame_samples)
         frame.sample_rate = s.sample_rate
         frame.time_base = OPUS_TIME_BASE
