@@ -74,8 +74,14 @@ async def eventually(predicate: Callable[[], object], timeout: float = 10.0, int
 async def indices_after_loss(sink: Any, loss: Any, seconds: float = 3.0) -> list[int]:
     """Reads ``sink`` until ``loss.lost_at`` is set, then returns the frame indices that arrive
     within ``seconds`` of the loss."""
-    while loss.lost_at is None:  # frames flow until the packet is lost
-        await asyncio.wait_for(sink.recv(), 10)
+    # Frames flow until the packet is lost. Waited for in short steps: when no frame follows the
+    # loss (aiortc alone freezes), a plain recv() would wait for a frame that never comes.
+    give_up = time.monotonic() + 10
+    while loss.lost_at is None:
+        if time.monotonic() > give_up:
+            raise TimeoutError("no packet was lost within 10 s")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(sink.recv(), 0.05)
     after: list[int] = []
     deadline = loss.lost_at + seconds
     while time.monotonic() < deadline:
