@@ -496,7 +496,8 @@ class AudioDecoder:
         # hand out lazy views (made on first access to ``samples``).
         ch = self.channels
         now = time.time()
-        return [LazyAudioFrame(_s16_view, f, f.samples, ch, f.sample_rate, f.pts or 0, now) for f in frames]
+        # (at the rate the context was opened at: libopus decodes to it)
+        return [LazyAudioFrame(_s16_view, f, f.samples, ch, AUDIO_SAMPLE_RATE, f.pts or 0, now) for f in frames]
 
     def decode_av(self, packet: av.Packet) -> list[av.AudioFrame]:
         """Decode one Opus packet into PyAV frames, concealment of a gap before it first."""
