@@ -19,6 +19,7 @@ once (PyAV has no numpy-buffer constructor for audio; 20 ms of stereo is 3.8 KB)
 from __future__ import annotations
 
 import logging
+import weakref
 from fractions import Fraction
 from typing import Any, cast
 
@@ -63,36 +64,47 @@ class AvFrameCache:
     same arrays over again and again; wrapping one costs ``from_numpy_buffer`` each time, which
     is 3 µs in a loop of its own but 50-70 µs next to a codec that has just evicted the caches.
     A hit costs one dict lookup. The wrapper points at the array's memory, so it shows whatever
-    the array holds now. Holds at most ``size`` arrays alive (each wrapper keeps its array).
+    the array holds now.
+
+    An array is cached the second time it is seen alive (remembered weakly the first time), so a
+    source that makes a new array per frame gets a plain wrapper each time and nothing of it is
+    kept; at most ``size`` returning arrays are held (each wrapper keeps its array alive).
 
     ``get`` leaves pts and time base to the caller. One cache per consumer; not thread-safe.
     """
 
-    __slots__ = ("_size", "_slots")
+    __slots__ = ("_seen", "_size", "_slots")
 
     def __init__(self, size: int = 8) -> None:
         self._size = size
         self._slots: dict[int, tuple[np.ndarray, tuple[int, ...], av.VideoFrame]] = {}
+        self._seen: weakref.WeakValueDictionary[int, np.ndarray] = weakref.WeakValueDictionary()
 
     def get(self, frame: VideoFrame) -> av.VideoFrame:
         """The wrapper for ``frame`` (as ``to_av`` would make it, but its time fields unset)."""
         if type(frame) is not VideoFrame:  # decoded planes hand back their owner; subclasses as to_av
             return to_av(frame)
         data = frame.data
-        hit = self._slots.get(id(data))
+        key = id(data)
+        hit = self._slots.get(key)
         if hit is not None and hit[0] is data and hit[1] == data.shape:
             return hit[2]
         out = to_av(frame)
-        if out.planes[0].buffer_ptr == data.ctypes.data:  # a view of the array, not a copy
+        if self._seen.get(key) is not data:  # first sighting (or an earlier array's id, now free)
+            if len(self._seen) >= 8 * self._size:
+                self._seen.clear()
+            self._seen[key] = data
+        elif out.planes[0].buffer_ptr == data.ctypes.data:  # back again, and a view, not a copy
             slots = self._slots
-            slots.pop(id(data), None)
+            slots.pop(key, None)
             if len(slots) >= self._size:
                 del slots[next(iter(slots))]
-            slots[id(data)] = (data, data.shape, out)
+            slots[key] = (data, data.shape, out)
         return out
 
     def clear(self) -> None:
         self._slots.clear()
+        self._seen.clear()
 
 
 def _copy_planes_to_av(frame: VideoFrame) -> av.VideoFrame:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import av
 import numpy as np
 import pytest
@@ -46,16 +49,31 @@ def test_to_av_height_2_mod_4_copies_correctly() -> None:
 def test_frame_cache_reuses_the_wrapper_of_a_returning_array() -> None:
     cache = AvFrameCache(size=2)
     a, b, c = (_pattern(320, 240).data for _ in range(3))
-    first = cache.get(VideoFrame(a, pts=1))
-    assert cache.get(VideoFrame(a, pts=2)) is first  # a new frame over the same array: same wrapper
+    cache.get(VideoFrame(a, pts=1))  # first sighting: remembered, not kept
+    first = cache.get(VideoFrame(a, pts=2))  # back again: cached
+    assert cache.get(VideoFrame(a, pts=3)) is first  # a new frame over the same array: same wrapper
     assert np.shares_memory(_plane(first.planes[0]), a)
     a[0, 0] = 5  # the wrapper shows what the array holds now
     assert _plane(first.planes[0])[0] == 5
+    for arr in (b, b, c, c):  # two more returning arrays evict the oldest (size=2)
+        cache.get(VideoFrame(arr))
     other = cache.get(VideoFrame(b))
-    assert other is not first and np.shares_memory(_plane(other.planes[0]), b)
-    cache.get(VideoFrame(c))  # a third array evicts the oldest (size=2)
+    assert other is cache.get(VideoFrame(b)) and np.shares_memory(_plane(other.planes[0]), b)
     assert cache.get(VideoFrame(a)) is not first
-    assert cache.get(VideoFrame(c)) is cache.get(VideoFrame(c))
+
+
+def test_frame_cache_keeps_nothing_of_a_new_array_per_frame() -> None:
+    """A source that allocates every frame: each gets a plain wrapper and none is held alive."""
+    cache = AvFrameCache()
+    refs = []
+    for _ in range(20):
+        data = _pattern(320, 240).data
+        refs.append(weakref.ref(data))
+        out = cache.get(VideoFrame(data))
+        assert np.shares_memory(_plane(out.planes[0]), data)
+        del data, out
+    gc.collect()
+    assert all(r() is None for r in refs)
 
 
 def test_frame_cache_passes_copies_and_decoded_frames_through() -> None:
