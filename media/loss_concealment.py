@@ -7,14 +7,15 @@ or, with a playout buffer, were filled with silence. libopus conceals losses its
 the last pitch period and fades, SILK and CELT each their own way) when it is handed a packet
 whose frame is empty (RFC 6716 section 3.2: a frame of 0 or 1 bytes triggers the decoder's PLC),
 and it then blends the next real packet into the guess. FFmpeg gives no way to call
-``opus_decode(NULL)``, but a one-byte packet, the last real packet's TOC byte with the frame
-count code set to "one frame", does exactly that through any FFmpeg libopus context.
+``opus_decode(NULL)``, but a one-byte packet, the TOC byte of the packet after the gap with the
+frame count code set to "one frame", does exactly that through FFmpeg's libopus decoder (the TOC
+only sets how long the guess is; libopus conceals in the mode it was decoding in).
 
 When a received packet's RTP timestamp is past where the previous one ended,
 ``OpusConcealment.plan(pts, toc)`` returns the concealment packets (and their pts) to decode
-first, one per missing frame. Gaps longer than ``max_gap_ms`` are not
-filled: that is a sender that paused (muted, DTX, a restart), not loss, and a guess stretched
-over it would only ring. ``done(pts, samples)`` records where the decoded packet ends.
+first, one per missing frame. Gaps longer than ``max_gap_ms`` are not filled: that is a sender
+that paused (muted, DTX, a restart), not loss, and a guess stretched over it would only ring.
+``done(pts, samples)`` records where the decoded packet ends.
 """
 
 from __future__ import annotations
