@@ -100,9 +100,11 @@ class OpusConcealment:
     def done(self, pts: int, samples: int) -> None:
         """The packet at ``pts`` decoded to ``samples`` per channel: the next one is due after them."""
         end = pts + samples
-        # a late packet (one ending before where the stream got to) does not move it back
         if self.expected is None or (end - self.expected) & 0xFFFFFFFF < 0x80000000:
-            self.expected = end
+            self.expected = end  # at or past where the stream got to
+        elif (self.expected - end) & 0xFFFFFFFF > self.max_gap:
+            self.expected = end  # far behind: the sender restarted its clock, follow it
+        # else a late packet (a little behind): it does not move the stream back
 
     def stats(self) -> ConcealmentStats:
         return ConcealmentStats(self.concealed_samples, self.concealment_events, self._gaps_left)

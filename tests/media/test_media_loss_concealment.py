@@ -100,6 +100,18 @@ def test_a_late_packet_neither_conceals_nor_moves_the_stream_back() -> None:
     assert dec.concealment.expected == packets[-1][1] + 960
 
 
+def test_a_sender_that_restarts_its_clock_is_followed() -> None:
+    """Timestamps jump back (a sender restarted): concealment follows the new clock, not the old end."""
+    packets = _tone_packets(0.6)
+    dec = AudioDecoder()
+    _decode(dec, [(data, pts + 5_000_000) for data, pts in packets[:10]])  # the old clock, far ahead
+    got = _decode(dec, packets[10:15] + packets[16:])  # the new clock, with packet 15 lost
+    assert dec.concealment is not None
+    stats = dec.concealment.stats()
+    assert (stats.concealed_samples, stats.concealment_events) == (960, 1)
+    assert packets[15][1] in [p for p, _ in got]
+
+
 def test_toc_durations() -> None:
     assert toc_frame_samples(1 << 3) == 960  # SILK 20 ms
     assert toc_frame_samples(3 << 3) == 2880  # SILK 60 ms
