@@ -494,9 +494,12 @@ class AudioDecoder:
         frames = self.decode_av(packet)
         # The context was opened for packed s16 with our channel count, so the frames are that:
         # hand out lazy views (made on first access to ``samples``).
+        # (at the rate the context was opened at: libopus decodes to it)
         ch = self.channels
         now = time.time()
-        # (at the rate the context was opened at: libopus decodes to it)
+        if len(frames) == 1:  # the usual case, without a comprehension's extra frame
+            f = frames[0]
+            return [LazyAudioFrame(_s16_view, f, f.samples, ch, AUDIO_SAMPLE_RATE, f.pts or 0, now)]
         return [LazyAudioFrame(_s16_view, f, f.samples, ch, AUDIO_SAMPLE_RATE, f.pts or 0, now) for f in frames]
 
     def decode_av(self, packet: av.Packet) -> list[av.AudioFrame]:
