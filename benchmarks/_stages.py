@@ -216,10 +216,10 @@ def audio_stages(iters: int, progress: Progress) -> list[Record]:
     ours, base = time_pair(lambda i: wrapped.encode(frames[i]), raw_enc, iters, before=make_raw_frame)
     records = [Record("Opus encode 20 ms stereo (wrapper)", ours, "ms", "", f"{RAW_CALL} (libopus)", base)]
     wrapped_dec, raw_dec = AudioDecoder(), AudioDecoder()
+    # With timestamps, so the wrapper's row includes its loss-concealment bookkeeping.
     p_ours = [_opus_packet(p, i * 960) for i, p in enumerate(packets)]
     p_raw = [_opus_packet(p, i * 960) for i, p in enumerate(packets)]
     raw_dctx = raw_dec.codec_context
-    # With timestamps, so the wrapper's row includes its loss-concealment bookkeeping.
     ours, base = time_pair(lambda i: wrapped_dec.decode(p_ours[i]), lambda i: raw_dctx.decode(p_raw[i]),
                            len(packets) - 2)
     records.append(Record("Opus decode 20 ms stereo (wrapper)", ours, "ms", "", f"{RAW_CALL} (libopus)", base))

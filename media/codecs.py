@@ -492,9 +492,9 @@ class AudioDecoder:
             packet.pts = pts
             packet.time_base = OPUS_TIME_BASE
         frames = self.decode_av(packet)
-        # The context was opened for packed s16 with our channel count, so the frames are that:
-        # hand out lazy views (made on first access to ``samples``).
-        # (at the rate the context was opened at: libopus decodes to it)
+        # The context was opened for packed s16 with our channel count at 48 kHz, and libopus
+        # decodes to that, so the frames are that: hand out lazy views (made on first access to
+        # ``samples``).
         ch = self.channels
         now = time.time()
         if len(frames) == 1:  # the usual case, without a comprehension's extra frame

@@ -90,8 +90,11 @@ class OpusConcealment:
         filler = bytes([toc & 0xFC])  # frame count code 0: one frame, and it is empty
         # counted back from this packet: a receiver's unwrapped timeline (aiortc maps RTP time to
         # a count from 0 that keeps growing past 2**32) stays unwrapped, raw RTP time wraps
-        plc = [(filler, (pts - gap + i * step) % 0x100000000 if pts < gap else pts - gap + i * step)
-               for i in range(gap // step)]
+        start = pts - gap
+        if start >= 0:
+            plc = [(filler, start + i * step) for i in range(gap // step)]
+        else:
+            plc = [(filler, (start + i * step) % 0x100000000) for i in range(gap // step)]
         if plc:
             self.concealed_samples += len(plc) * step
             self.concealment_events += 1

@@ -12,6 +12,7 @@ import itertools
 import numpy as np
 import pytest
 
+from devices.tone import rms_level
 from media.codecs import AudioDecoder, AudioEncoder
 from media.fanout import EncodedAudioFanout
 from media.frames import AudioFrame
@@ -44,10 +45,6 @@ def _decode(dec: AudioDecoder, packets: list[tuple[bytes, int]]) -> list[tuple[i
     return [(f.pts, f.samples.copy()) for data, pts in packets for f in dec.decode(data, pts=pts)]
 
 
-def _rms(samples: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(samples.astype(np.float64) ** 2)))
-
-
 # the second: RTP time wraps between the lost packet and the next one
 @pytest.mark.parametrize("first_pts", [0, 0x100000000 - 860 - 15 * 960])
 def test_a_lost_packet_is_concealed_with_the_tone(first_pts: int) -> None:
@@ -59,9 +56,9 @@ def test_a_lost_packet_is_concealed_with_the_tone(first_pts: int) -> None:
     assert steps == {960}, steps  # no hole: the lost 20 ms are there
     assert len(got) == len(packets)
     concealed = dict(got)[packets[lost][1]]
-    normal = _rms(got[lost - 1][1])
+    normal = rms_level(got[lost - 1][1])
     assert abs(dominant_frequency(concealed, 48_000) - TONE) <= 50  # 50 Hz bins in 20 ms
-    assert _rms(concealed) > 0.5 * normal, (_rms(concealed), normal)
+    assert rms_level(concealed) > 0.5 * normal, (rms_level(concealed), normal)
     assert dec.concealment is not None
     stats = dec.concealment.stats()
     assert (stats.concealed_samples, stats.concealment_events, stats.gaps_left) == (960, 1, 0)
@@ -155,4 +152,4 @@ async def test_one_packet_lost_between_peers_is_concealed() -> None:
     assert {lost - 960, lost, lost + 960} <= by_pts.keys()  # the slot is there, between its neighbours
     concealed, before = by_pts[lost], by_pts[lost - 960]
     assert abs(dominant_frequency(concealed, 48_000) - TONE) <= 50
-    assert _rms(concealed) > 0.5 * _rms(before)
+    assert rms_level(concealed) > 0.5 * rms_level(before)
