@@ -123,7 +123,10 @@ class _SourcePump(Generic[PeerTrack]):
         self._source = source
         self._name = name
         self._task: asyncio.Task[None] | None = None
-        self._recv_task: asyncio.Future[Any] | None = None
+        self._in_recv = False
+        """The pump's task is suspended in ``source.recv()`` (``_interrupt`` may cancel it)."""
+        self._interrupting = False
+        """``_interrupt`` cancelled the pump's task; ``_absorb_interrupt`` takes that cancellation back."""
         self._wake = asyncio.Event()
         self._paused = False
         self._closed = False
@@ -234,9 +237,21 @@ class _SourcePump(Generic[PeerTrack]):
             raise PipelineClosed(f"{self._name} is closed")
 
     def _interrupt(self) -> None:
-        if self._recv_task is not None and not self._recv_task.done():
-            self._recv_task.cancel()
+        """Stop waiting for the source's frame (pause, another source): cancel the pump's task there."""
+        task = self._task
+        if self._in_recv and not self._interrupting and task is not None and not task.done():
+            self._interrupting = True
+            task.cancel()
         self._wake.set()
+
+    def _absorb_interrupt(self, me: asyncio.Task[Any] | None) -> bool:
+        """Withdraw ``_interrupt``'s cancellation once ``recv()`` is left (however it ended). True if there was one."""
+        if not self._interrupting:
+            return False
+        self._interrupting = False
+        if me is not None:
+            me.uncancel()
+        return True
 
     def _clock_pts(self, loop: asyncio.AbstractEventLoop) -> int:
         now = loop.time()
@@ -257,35 +272,38 @@ class _SourcePump(Generic[PeerTrack]):
                 await self._wake.wait()
                 self._wake.clear()
                 continue
-            self._recv_task = asyncio.ensure_future(source.recv())
+            # awaited directly (a task per frame costs a loop turn); _interrupt() cancels this task
+            self._in_recv = True
+            error: BaseException | None = None
             try:
-                frame = await self._recv_task
-            except asyncio.CancelledError:
-                if me is not None and me.cancelling():
-                    raise
+                frame = await source.recv()
+            except BaseException as exc:
+                error = exc
+            finally:
+                self._in_recv = False
+            interrupted = self._absorb_interrupt(me)
+            if me is not None and me.cancelling():
+                # aclose(); also when the source's recv() ended instead of re-raising the
+                # cancellation: honour it here or aclose() would wait forever
+                raise asyncio.CancelledError from None
+            if isinstance(error, asyncio.CancelledError):
                 continue  # paused or replaced while waiting for a frame
-            except SourceEnded:
-                if me is not None and me.cancelling():
-                    # the cancellation reached the source's recv(), which ended instead of
-                    # re-raising it; honour it here or aclose() would wait forever
-                    raise asyncio.CancelledError from None
+            if isinstance(error, SourceEnded):
                 if source is self._source:
                     logger.info("%s: source %s ended; idle until resume() or replace_source()",
                                 self._name, source.name)
                     self._source_ended = True
                 continue
-            except Exception:
+            if isinstance(error, Exception):
                 # A device error (e.g. a camera unplugged) must not kill the peers' tracks.
                 if source is self._source:
-                    logger.exception("%s: source %s failed; idle until resume() or replace_source()",
-                                     self._name, source.name)
+                    logger.error("%s: source %s failed; idle until resume() or replace_source()",
+                                 self._name, source.name, exc_info=error)
                     self._source_ended = True
                 continue
-            finally:
-                self._recv_task = None
-            if me is not None and me.cancelling():
-                raise asyncio.CancelledError
-            if self._paused or source is not self._source:
+            if error is not None:
+                raise error  # KeyboardInterrupt, SystemExit
+            if interrupted or self._paused or source is not self._source:
                 continue
             self.frames_in += 1
             try:
