@@ -16,7 +16,7 @@ from aiortc.codecs.vpx import VpxPayloadDescriptor, vp8_depayload
 
 from media.fanout import EncodedAudioFanout, EncodedVideoFanout
 from media.receive_path import prepare_receiver
-from media.rtp_receive import ENV, LeanReceive, lean_receive, one_byte_extension, vp8_payload
+from media.rtp_receive import ENV, READ_SIZE, LeanReceive, lean_receive, one_byte_extension, vp8_payload
 from media.sinks import AudioSink, VideoSink
 from media.stall_recovery import StallWatch
 from media.testing import PatternVideoSource, ToneAudioSource, dominant_frequency, read_index
@@ -53,6 +53,9 @@ async def test_video_takes_the_short_path_in_order_and_lost_packets_are_retransm
     async with _video_call(600_000) as (fanout, sink, lean, _):
         loss = DropOnArrival(lean, {60, 61})
         indices = await next_indices(sink, 60, timeout=20)
+        # every socket of the connection reads at most READ_SIZE per datagram, asyncio's reads too
+        connection = lean.receiver.transport.transport._connection  # type: ignore[attr-defined]
+        assert {p.transport.max_size for p in connection._protocols} == {READ_SIZE}
     assert loss.dropped == 2
     # every frame, in order: the two lost packets were NACKed from the short path, and their
     # retransmissions (RTX, which aiortc's handler unwraps) completed the frame; the first RTX
