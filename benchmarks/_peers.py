@@ -414,17 +414,30 @@ class _AiortcConsumer:
             await self._task
 
 
+@dataclass
+class E2eResult:
+    """End-to-end CPU per frame against the isolated stage sum, over all turns and turn by turn."""
+
+    per_frame_ms: float
+    paced_ms: float
+    """The isolated sum paced at the camera's rate."""
+    back_to_back_ms: float
+    frames: int
+    content_verified: bool
+    turns: list[tuple[float, float, float]]
+    """(end to end, paced, back to back) ms per frame of each turn: the spread of the ratio."""
+
+
 async def e2e_interleaved(mode: str, width: int, height: int, warmup: float, window: float, iso_frames: int,
-                          rounds: int = 3) -> tuple[float, float, float, int, bool]:
-    """(e2e CPU ms per frame, isolated sum ms per frame paced, and back to back, frames, content verified),
-    measured in turns.
+                          rounds: int = 3) -> E2eResult:
+    """End-to-end CPU per frame and the isolated stage sum (paced and back to back), measured in turns.
 
     The machine's speed drifts (a shared VM: the same stage measured 1.9 and 3.4 ms an hour
     apart), so the two sides of the ratio are taken in ``rounds`` alternating turns: an
     end-to-end window of ``window / rounds`` with the peers running, then the isolated stages for
     ``iso_frames / rounds`` frames with the camera paused (the peers idle: no frames, only their
     timers), back to back and again paced at the camera's rate. Each side is its total CPU over
-    its total frames.
+    its total frames; ``turns`` keeps each turn's own figures, whose ratios show the spread.
     """
     camera = BgrCamera(width, height)
     a, b, fanout, consumer = await _e2e_pair(mode, camera)
@@ -433,6 +446,7 @@ async def e2e_interleaved(mode: str, width: int, height: int, warmup: float, win
     e2e_cpu = iso_cpu = paced_cpu = 0.0
     frames = iso_done = 0
     ok = True
+    turns: list[tuple[float, float, float]] = []
     try:
         await asyncio.sleep(warmup)
         for i in range(rounds):
@@ -447,9 +461,10 @@ async def e2e_interleaved(mode: str, width: int, height: int, warmup: float, win
             camera.running.clear()
             await asyncio.sleep(0.2)  # frames in flight arrive
             n = max(1, iso_frames // rounds)
-            iso_cpu += iso_step(n)
-            paced_cpu += iso_step(n, paced=True)
-            iso_done += n
+            b2b, paced = iso_step(n), iso_step(n, paced=True)
+            iso_cpu, paced_cpu, iso_done = iso_cpu + b2b, paced_cpu + paced, iso_done + n
+            if r1 > r0:
+                turns.append((1000.0 * (c1 - c0) / (r1 - r0), 1000.0 * paced / n, 1000.0 * b2b / n))
         if mode == "callrt":
             latest = consumer.latest()
             ok = ok and latest is not None and 0 <= read_index(latest) < 30
@@ -461,7 +476,7 @@ async def e2e_interleaved(mode: str, width: int, height: int, warmup: float, win
         if fanout is not None:
             await fanout.aclose()
     per_frame = 1000.0 * e2e_cpu / frames if frames else float("nan")
-    return per_frame, 1000.0 * paced_cpu / iso_done, 1000.0 * iso_cpu / iso_done, frames, ok
+    return E2eResult(per_frame, 1000.0 * paced_cpu / iso_done, 1000.0 * iso_cpu / iso_done, frames, ok, turns)
 
 
 def _isolated_step(mode: str, width: int, height: int) -> Any:
@@ -527,17 +542,18 @@ async def e2e_records(width: int, height: int, warmup: float, window: float, iso
     res = f"{width}x{height}"
     records = []
     for mode in ("callrt", "aiortc"):
-        per_frame, paced, iso, frames, ok = await e2e_interleaved(mode, width, height, warmup, window, iso_frames,
-                                                                  rounds)
+        r = await e2e_interleaved(mode, width, height, warmup, window, iso_frames, rounds)
         label = "callrt" if mode == "callrt" else "aiortc default path"
-        extra = {"frames": frames, "fps": round(frames / window, 1), "content_verified": ok,
+        extra = {"frames": r.frames, "fps": round(r.frames / window, 1), "content_verified": r.content_verified,
                  "measured": f"{rounds} alternating turns of {window / rounds:g} s end to end and "
                              f"{max(1, iso_frames // rounds)} frames of isolated stages (back to back, then paced)"}
-        records.append(Record(
-            f"end-to-end CPU per frame, {label}", per_frame, "ms", res,
-            f"isolated convert+encode+decode sum, paced at {FPS:g} fps", paced, extra=extra))
-        records.append(Record(
-            f"end-to-end CPU per frame, {label}", per_frame, "ms", res,
-            "isolated convert+encode+decode sum, back to back", iso, extra=extra))
+        sides = ((f"paced at {FPS:g} fps", r.paced_ms, 1), ("back to back", r.back_to_back_ms, 2))
+        for baseline, value, column in sides:
+            # each turn's own ratio: how far one turn can stray on a machine whose speed drifts
+            ratios = [round(t[0] / t[column], 3) for t in r.turns if t[column] > 0]
+            records.append(Record(
+                f"end-to-end CPU per frame, {label}", r.per_frame_ms, "ms", res,
+                f"isolated convert+encode+decode sum, {baseline}", value,
+                extra={**extra, "turn_ratios": ratios}))
         step(f"e2e {mode}")
     return records

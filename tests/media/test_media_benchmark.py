@@ -46,6 +46,10 @@ def test_pipeline_quick_writes_well_formed_records(tmp_path: Path, capsys: pytes
     # one end-to-end figure against both isolated baselines: paced like the pipeline, and back to back
     assert sorted(r["baseline"].rsplit(", ", 1)[1] for r in e2e) == ["back to back", "paced at 30 fps"]
     assert e2e[0]["value"] == e2e[1]["value"]
+    # each turn's own ratio, for the spread on a machine whose speed drifts (quick: one turn)
+    for r in e2e:
+        ratios = r["extra"]["turn_ratios"]
+        assert len(ratios) == 1 and all(isinstance(x, float) and x > 0 for x in ratios)
     captured = capsys.readouterr()
     assert "| measurement |" in captured.out and "[1/" in captured.err  # table on stdout, progress on stderr
     assert md.read_text().startswith("### Frame pipeline")
