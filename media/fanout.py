@@ -277,10 +277,9 @@ class _SourcePump(Generic[PeerTrack]):
             error: BaseException | None = None
             try:
                 frame = await source.recv()
-            except BaseException as exc:
+            except BaseException as exc:  # every outcome is handled below, once the wait is over
                 error = exc
-            finally:
-                self._in_recv = False
+            self._in_recv = False
             interrupted = self._absorb_interrupt(me)
             if me is not None and me.cancelling():
                 # aclose(); also when the source's recv() ended instead of re-raising the
