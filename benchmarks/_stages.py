@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 
 import av
 import numpy as np
+from aiortc.codecs.vpx import Vp8Encoder
 
 from benchmarks._report import Progress, Record
 from media._opencv import cv2
@@ -21,6 +22,7 @@ from media.codecs import OPUS_TIME_BASE, AudioDecoder, AudioEncoder, VideoDecode
 from media.convert import Converter
 from media.frames import AudioFrame, VideoFrame
 from media.testing import draw_index, render_pattern
+from media.vp8_packetize import Vp8Packetizer
 
 AIORTC_DEFAULT = "aiortc default path"
 RAW_CALL = "raw PyAV codec call"
@@ -172,6 +174,13 @@ def _codec_stages(codec: str, frames: list[VideoFrame], res: str, codec_frames: 
     progress.step(f"{res} {codec} decode")
 
     if codec == "vp8":
+        # RTP payloads of each encoded frame: once per frame for all peers (media.tracks.SharedPacketizer)
+        ours_packer, aiortc_packer = Vp8Packetizer(), Vp8Encoder()
+        n_enc = len(our_packets)
+        ours, base = time_pair(lambda i: ours_packer.pack(our_packets[i % n_enc]),
+                               lambda i: aiortc_packer.pack(our_packets[i % n_enc]), iters)
+        records.append(Record("VP8 frame -> RTP payloads", ours, "ms", res,
+                              AIORTC_DEFAULT + " (Vp8Encoder.pack)", base))
         fresh = VideoDecoder(codec).codec_context
         decoded = [f for p in packets[:8] for f in fresh.decode(av.Packet(p))]
         m = len(decoded)
