@@ -39,6 +39,7 @@ from media.receive_path import prepare_receiver
 from media.sinks import VideoSink
 from media.source import SourceEnded, VideoSource
 from media.testing import draw_index, read_index, render_pattern
+from signaling import event_loop
 
 FPS = 30.0
 BITRATE = 1_500_000  # aiortc's VP8 cap, which its REMB ramp reaches on loopback
@@ -191,7 +192,7 @@ def _cpu_seconds(proc: psutil.Process) -> float:
 
 def receiver_process(conn: Connection) -> None:
     """Child process entry: answers offers, drains every track with a VideoSink, reports counts."""
-    asyncio.run(_receiver_main(conn))
+    event_loop.run(_receiver_main(conn))  # the far side of the fan-out: the default loop (CALLRT_LOOP)
 
 
 async def _receiver_main(conn: Connection) -> None:

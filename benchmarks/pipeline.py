@@ -6,7 +6,9 @@ Per stage (640x480, 1280x720, 1920x1080): conversion + wrap against aiortc's def
 (and livekit-rtc's libyuv ``convert`` when the optional ``livekit`` package is installed),
 wrap against a memory copy, encode/decode wrappers against the raw PyAV call, to-NumPy and
 to-BGR against PyAV's ``to_ndarray``. Fan-out: sender CPU for 1, 2, 4, 8 real peers against
-aiortc's per-peer encoding. End to end: CPU per frame against the isolated stage sum.
+aiortc's per-peer encoding. End to end: CPU per frame against the isolated stage sum. The peers
+run on the loop the ``callrt`` command runs participants on (``signaling.event_loop``: uvloop
+when installed; ``--loop`` or ``CALLRT_LOOP`` to choose), callrt's and aiortc's alike.
 Progress goes to stderr, the markdown table to stdout. Timings are wall-clock on a shared
 machine: compare ratios, which come from the same run, rather than absolute figures.
 """
@@ -14,11 +16,11 @@ machine: compare ratios, which come from the same run, rather than absolute figu
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 
 from benchmarks._report import Progress, Record, publish
+from signaling import event_loop
 
 RESOLUTIONS = ((640, 480), (1280, 720), (1920, 1080))
 PARTS = ("stages", "fanout", "e2e")
@@ -32,6 +34,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--only", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     p.add_argument("--peers", default=None, help="fan-out peer counts, e.g. 1,2,4,8")
     p.add_argument("--resolutions", default=None, help="per-stage resolutions, e.g. 640x480,1280x720")
+    p.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default=None,
+                   help="event loop of the fan-out and end-to-end peers (default: CALLRT_LOOP, else uvloop "
+                        "when installed, as the callrt command runs participants)")
     return p.parse_args(argv)
 
 
@@ -63,6 +68,13 @@ def main(argv: list[str] | None = None) -> int:
         total += 2 * len(peers)
     if "e2e" in parts:
         total += 2 if quick else 4
+    loop = event_loop.chosen_loop(args.loop)
+
+    def _on_loop(found: list[Record]) -> list[Record]:
+        for r in found:  # both sides of every peer row ran on it
+            r.extra["loop"] = loop
+        return found
+
     progress = Progress(total, "pipeline")
     records: list[Record] = []
 
@@ -75,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     if "fanout" in parts:
         from benchmarks._peers import fanout_records
 
-        records += asyncio.run(fanout_records(peers, 640, 480, warmup, window, progress.step))
+        records += _on_loop(event_loop.run(fanout_records(peers, 640, 480, warmup, window, progress.step),
+                                           loop=loop))
     if "e2e" in parts:
         from benchmarks._peers import e2e_records
 
@@ -84,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         # frame across runs of one hour (the end-to-end side 6.5-7.4 ms).
         e2e_window, iso_frames, rounds = (0.6, 10, 1) if quick else (12.0, 360, 6)
         for w, h in [RESOLUTIONS[0]] if quick else list(RESOLUTIONS[:2]):
-            records += asyncio.run(e2e_records(w, h, warmup, e2e_window, iso_frames, progress.step, rounds))
+            records += _on_loop(event_loop.run(e2e_records(w, h, warmup, e2e_window, iso_frames, progress.step,
+                                                           rounds), loop=loop))
 
     publish(records, "Frame pipeline (python -m benchmarks pipeline)", args.json, args.markdown)
     return 0

@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from media.errors import CallrtError
+from signaling import event_loop
 from signaling.client import DEFAULT_URL, ServerClient
 from signaling.errors import InvalidRequest
 from signaling.models import CAPABILITIES, ROLES
@@ -398,7 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = args.func(args)
         if asyncio.iscoroutine(result):
-            result = asyncio.run(result)
+            result = event_loop.run(result)  # uvloop where installed (signaling.event_loop)
         return int(result or 0)
     except CallrtError as exc:
         return print_error("callrt", exc, bool(args.json))

@@ -27,6 +27,7 @@ from media.frames import VideoFrame
 from media.source import VideoSource
 from signaling.call import Call
 from signaling.client import Client
+from signaling.event_loop import running_loop_name
 from signaling.rtc.remote import RemoteParticipant, RemoteTrack
 from signaling.server.config import ServerConfig
 from signaling.server.embedded import EmbeddedCoordinator
@@ -209,6 +210,8 @@ class DemoReport:
     process_cpu_percent: float
     participants: list[BotResult]
     ok: bool
+    loop: str = "asyncio"
+    """The event loop the bots ran on (``signaling.event_loop``)."""
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -228,7 +231,8 @@ def render_table(report: DemoReport) -> str:
             "p95", "trend", "CPU %"]
     verdict = "OK: every stream verified" if report.ok else "FAILED: some media was not verified"
     return (f"{report.bots} bots, {report.seconds:g}s, {report.codec} {report.resolution}, "
-            f"process CPU {report.process_cpu_percent:.0f}% of one core\n" + table(rows, head) + f"\n{verdict}")
+            f"process CPU {report.process_cpu_percent:.0f}% of one core, {report.loop} loop\n"
+            + table(rows, head) + f"\n{verdict}")
 
 
 async def run_demo(*, bots: int = 2, seconds: float = 10.0, codec: str = "vp8", resolution: str = "640x480",
@@ -277,7 +281,8 @@ async def run_demo(*, bots: int = 2, seconds: float = 10.0, codec: str = "vp8", 
         results = [b.result(seconds, cpu / bots) for b in members]
         ok = all(r.audio_verified and r.frames_verified > 0 and r.frames_out_of_order == 0 for r in results)
         return DemoReport(url=url, bots=bots, seconds=seconds, codec=codec, resolution=resolution,
-                          process_cpu_percent=round(cpu, 1), participants=results, ok=ok)
+                          process_cpu_percent=round(cpu, 1), participants=results, ok=ok,
+                          loop=running_loop_name())
     finally:
         for b in members:
             try:

@@ -5,6 +5,7 @@ Speed is never asserted here: on a shared CI machine numbers are noise; only the
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -50,6 +51,10 @@ def test_pipeline_quick_writes_well_formed_records(tmp_path: Path, capsys: pytes
     for r in e2e:
         ratios = r["extra"]["turn_ratios"]
         assert len(ratios) == 1 and all(isinstance(x, float) and x > 0 for x in ratios)
+    # the peers ran on the loop the callrt command runs participants on, and the record says which
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    assert {r["extra"]["loop"] for r in records if "peer" in r["name"] or "end-to-end" in r["name"]} == {loop}
+    assert any(r["name"] == "VP8 frame -> RTP payloads" and r["ratio"] > 0 for r in records)
     captured = capsys.readouterr()
     assert "| measurement |" in captured.out and "[1/" in captured.err  # table on stdout, progress on stderr
     assert md.read_text().startswith("### Frame pipeline")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -95,6 +96,8 @@ def test_errors_are_typed_with_exit_code_2(served):
     no_keys = {k: v for k, v in served.items() if k not in ("CALLRT_API_KEY", "CALLRT_API_SECRET")}
     result = run(no_keys, "call", "list", check=False)
     assert result.returncode == 2 and "CALLRT_API_SECRET" in result.stderr
+    result = run({**served, "CALLRT_LOOP": "nonsense"}, "call", "list", "--json", check=False)
+    assert result.returncode == 2 and json.loads(result.stdout)["error"]["code"] == "invalid_request"
 
 
 def test_token_is_a_verifiable_user_jwt(served):
@@ -139,6 +142,8 @@ def test_demo_json_verifies_every_participant(tmp_path):
         assert p["frames_verified"] > 20 and p["frames_out_of_order"] == 0
         assert p["latency_ms_p95"] is not None and p["latency_ms_p95"] > 0
     assert snapshot.stat().st_size > 1000
+    # the bots ran on the loop the callrt command picks (signaling.event_loop): uvloop when installed
+    assert report["loop"] == ("uvloop" if importlib.util.find_spec("uvloop") else "asyncio")
 
 
 async def test_walkthrough_covers_the_reference():
