@@ -26,6 +26,9 @@ the machine hits both alike:
   (the TestPattern index is readable and comes in order); capture-to-received latency p95;
   process CPU over the window divided by N.
 
+Both run on the event loop the ``callrt`` command runs bots on (``signaling.event_loop``:
+uvloop when installed, ``CALLRT_LOOP`` to choose; each record's ``extra.loop`` names it).
+
 CPU caveat: every participant, its encoder and decoder threads, and the coordinator share
 this one process, so "CPU per participant" is process CPU / N. With N participants each one
 encodes its video once, decodes N-1 videos and handles N-1 Opus streams each way, so the
@@ -73,6 +76,7 @@ from aiortc.mediastreams import MediaStreamError
 from benchmarks._report import Progress, Record, configure_logging, percentile, publish
 from devices import TestPattern, read_frame_index
 from media.frames import VideoFrame
+from signaling import event_loop
 from signaling.client import Client
 from signaling.demo import DemoBot, StreamCheck
 from signaling.server.config import ServerConfig
@@ -447,6 +451,7 @@ def config_records(call: CallResult, bare: BareResult, width: int, height: int, 
         "sink_dropped": call.sink_dropped, "latency_ms_p50": call.latency_ms_p50,
         "audio_verified": call.audio_verified, "process_cpu_percent": round(call.process_cpu_percent, 1),
         "loadavg_1m": call.loadavg, "cpu_note": CPU_NOTE, "fanout": call.fanout, "bare": bare_d,
+        "loop": event_loop.running_loop_name(),
         "baseline_frames_verified": bare.frames_verified,
         "notes": "joins are sequential; callrt first frame is timed from the start of the later join of each "
                  "pair (join + media socket + offer/answer + ICE/DTLS + keyframe); callrt also sends Opus audio",
@@ -595,7 +600,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = make_plan(args)
     t0 = time.perf_counter()
     try:
-        records, failures = asyncio.run(run_benchmark(plan))
+        records, failures = event_loop.run(run_benchmark(plan))  # the loop callrt's command runs bots on
     except BenchmarkError as exc:
         print(f"benchmarks.e2e: {exc}", file=sys.stderr)
         return 1

@@ -7,6 +7,7 @@ call and the bare aiortc pair delivered verified frames.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 
@@ -51,6 +52,7 @@ def test_quick_run_records(tmp_path, capsys):
         assert extra["baseline_frames_verified"] > 0
         assert extra["bare"]["negotiated"] == "vp8"
         assert extra["audio_verified"] is True
+        assert extra["loop"] == ("uvloop" if importlib.util.find_spec("uvloop") else "asyncio")
         assert len(extra["join_ms"]) == 2
 
     printed = capsys.readouterr().out
