@@ -190,9 +190,9 @@ def _cpu_seconds(proc: psutil.Process) -> float:
 # -- receiver process ------------------------------------------------------------------------
 
 
-def receiver_process(conn: Connection) -> None:
+def receiver_process(conn: Connection, loop: str) -> None:
     """Child process entry: answers offers, drains every track with a VideoSink, reports counts."""
-    event_loop.run(_receiver_main(conn))  # the far side of the fan-out: the default loop (CALLRT_LOOP)
+    event_loop.run(_receiver_main(conn), loop=loop)
 
 
 async def _receiver_main(conn: Connection) -> None:
@@ -230,12 +230,13 @@ async def _receiver_main(conn: Connection) -> None:
 
 
 class ReceiverProcess:
-    """The spawned receiver child and its pipe."""
+    """The spawned receiver child and its pipe; the child runs on the same kind of loop as its creator."""
 
     def __init__(self) -> None:
         ctx = mp.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=receiver_process, args=(child,), daemon=True)
+        loop = event_loop.running_loop_name()  # the pipeline's --loop reaches both ends of a fan-out
+        self.proc = ctx.Process(target=receiver_process, args=(child, loop), daemon=True)
         self.proc.start()
 
     async def call(self, msg: tuple[Any, ...], timeout: float = 60.0) -> Any:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from signaling import event_loop
 from signaling.swarm.layout import Layout, MediaSpec, format_range, whole_calls
 from signaling.swarm.participant import Participant, Thresholds
 from signaling.swarm.stamped import MarkedTone, StampedTestPattern
@@ -459,11 +460,6 @@ def run_worker(opts: WorkerOptions) -> tuple[dict[str, Any] | None, int]:
     if opts.cpu is not None:
         pin_to(opts.cpu)
     try:
-        if opts.loop == "uvloop":
-            import uvloop
-
-            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-                return runner.run(_main(opts))
-        return asyncio.run(_main(opts))
+        return event_loop.run(_main(opts), loop=opts.loop)
     except KeyboardInterrupt:
         return None, 130
