@@ -29,6 +29,7 @@ import psutil
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.codecs.vpx import Vp8Encoder
 
+from benchmarks import _threads
 from benchmarks._report import Record
 from media._opencv import cv2
 from media.codecs import VideoEncoder, VideoEncoderSettings
@@ -428,6 +429,11 @@ class E2eResult:
     content_verified: bool
     turns: list[tuple[float, float, float]]
     """(end to end, paced, back to back) ms per frame of each turn: the spread of the ratio."""
+    threads_ms: dict[str, float]
+    """End to end, ms per frame by thread role (``benchmarks._threads.ROLES``): where the CPU went."""
+    paced_stages_ms: dict[str, float]
+    """The paced isolated sum by stage (``ISOLATED_STAGES``)."""
+    back_to_back_stages_ms: dict[str, float]
 
 
 async def e2e_interleaved(mode: str, width: int, height: int, warmup: float, window: float, iso_frames: int,
@@ -443,9 +449,11 @@ async def e2e_interleaved(mode: str, width: int, height: int, warmup: float, win
     """
     camera = BgrCamera(width, height)
     a, b, fanout, consumer = await _e2e_pair(mode, camera)
-    proc = psutil.Process()
     iso_step = _isolated_step(mode, width, height)
-    e2e_cpu = iso_cpu = paced_cpu = 0.0
+    e2e_cpu = 0.0
+    roles = dict.fromkeys(_threads.ROLES, 0.0)
+    paced_stages = dict.fromkeys(ISOLATED_STAGES, 0.0)
+    b2b_stages = dict.fromkeys(ISOLATED_STAGES, 0.0)
     frames = iso_done = 0
     ok = True
     turns: list[tuple[float, float, float]] = []
@@ -455,18 +463,24 @@ async def e2e_interleaved(mode: str, width: int, height: int, warmup: float, win
             if i:
                 camera.running.set()
                 await asyncio.sleep(0.5)  # the pipeline refills
-            r0, c0 = consumer.received, _cpu_seconds(proc)
+            r0, s0 = consumer.received, _threads.snapshot()
             await asyncio.sleep(window / rounds)
-            r1, c1 = consumer.received, _cpu_seconds(proc)
+            r1, s1 = consumer.received, _threads.snapshot()
             ok = ok and r1 > r0
-            e2e_cpu, frames = e2e_cpu + c1 - c0, frames + r1 - r0
+            e2e_cpu, frames = e2e_cpu + s1.total - s0.total, frames + r1 - r0
+            for role, seconds in _threads.by_role(s0, s1).items():
+                roles[role] += seconds
             camera.running.clear()
             await asyncio.sleep(0.2)  # frames in flight arrive
             n = max(1, iso_frames // rounds)
             b2b, paced = iso_step(n), iso_step(n, paced=True)
-            iso_cpu, paced_cpu, iso_done = iso_cpu + b2b, paced_cpu + paced, iso_done + n
+            for acc, stages in ((b2b_stages, b2b), (paced_stages, paced)):
+                for stage, seconds in stages.items():
+                    acc[stage] += seconds
+            iso_done += n
             if r1 > r0:
-                turns.append((1000.0 * (c1 - c0) / (r1 - r0), 1000.0 * paced / n, 1000.0 * b2b / n))
+                turns.append((1000.0 * (s1.total - s0.total) / (r1 - r0), 1000.0 * sum(paced.values()) / n,
+                              1000.0 * sum(b2b.values()) / n))
         if mode == "callrt":
             latest = consumer.latest()
             ok = ok and latest is not None and 0 <= read_index(latest) < 30
@@ -478,14 +492,30 @@ async def e2e_interleaved(mode: str, width: int, height: int, warmup: float, win
         if fanout is not None:
             await fanout.aclose()
     per_frame = 1000.0 * e2e_cpu / frames if frames else float("nan")
-    return E2eResult(per_frame, 1000.0 * paced_cpu / iso_done, 1000.0 * iso_cpu / iso_done, frames, ok, turns)
+
+    def per(d: dict[str, float], n: int) -> dict[str, float]:
+        return {k: round(1000.0 * v / n, 4) if n else float("nan") for k, v in d.items()}
+
+    return E2eResult(per_frame, 1000.0 * sum(paced_stages.values()) / iso_done,
+                     1000.0 * sum(b2b_stages.values()) / iso_done, frames, ok, turns,
+                     per(roles, frames), per(paced_stages, iso_done), per(b2b_stages, iso_done))
+
+
+ISOLATED_STAGES = ("convert", "encode", "decode", "helper threads")
+"""What the isolated sum is made of: the three stages on this thread, and what they ran on
+threads Python did not start (OpenCV splits a conversion over its pool)."""
 
 
 def _isolated_step(mode: str, width: int, height: int) -> Any:
-    """A function ``run(n, paced) -> CPU seconds`` of conversion + VP8 encode + decode (+ to-NumPy) for
-    ``n`` more frames, outside any peer connection, with the e2e run's settings and content, back to
-    back or ``paced`` at the camera's frame rate. The decoder is the one each side's receiver uses:
+    """A function ``run(n, paced) -> {stage: CPU seconds}`` of conversion + VP8 encode + decode (+ to-NumPy)
+    for ``n`` more frames, outside any peer connection, with the e2e run's settings and content, back
+    to back or ``paced`` at the camera's frame rate. The decoder is the one each side's receiver uses:
     FFmpeg's VP8 for callrt (``media.inline_decode``), libvpx for aiortc.
+
+    Each stage is timed on this thread; what the stages ran on threads Python did not start is
+    added as "helper threads" (OpenCV splits callrt's ``cvtColor`` over its pool: 0.08-0.14 ms per
+    640x480 frame here, which the end-to-end side counts and this sum, timed on one thread, missed).
+    The peers idle meanwhile (the camera is paused), so those threads do nothing else.
 
     Both are reported because they differ by far more than the pipeline's own overhead here: run
     back to back, the same encode costs 35-45 % less CPU than with 33 ms idle between frames (the
@@ -493,15 +523,25 @@ def _isolated_step(mode: str, width: int, height: int) -> Any:
     encode), and every real-time pipeline, callrt's and aiortc's alike, runs paced."""
     camera = BgrCamera(width, height)
     decoder = av.CodecContext.create("vp8" if mode == "callrt" else "libvpx", "r")
+    clock = time.thread_time
+    spent = dict.fromkeys(ISOLATED_STAGES, 0.0)
     if mode == "callrt":
         conv = Converter()
         enc = VideoEncoder(fixed_settings())
 
         def step(i: int) -> None:
+            t0 = clock()
             frame = conv.to_frame(camera.frames[i % 30], pts=i * 3000)
-            for p in enc.encode(frame):
+            t1 = clock()
+            packets = enc.encode(frame)
+            t2 = clock()
+            for p in packets:
                 for d in decoder.decode(av.Packet(bytes(p))):
                     _ = d.planes
+            t3 = clock()
+            spent["convert"] += t1 - t0
+            spent["encode"] += t2 - t1
+            spent["decode"] += t3 - t2
     else:
         from aiortc.codecs.vpx import vp8_depayload
 
@@ -509,31 +549,39 @@ def _isolated_step(mode: str, width: int, height: int) -> Any:
         aenc.target_bitrate = BITRATE
 
         def step(i: int) -> None:
+            t0 = clock()
             f = av.VideoFrame.from_ndarray(camera.frames[i % 30], format="bgr24")
             f.pts, f.time_base = i * 3000, VIDEO_TIME_BASE
-            payloads, _ = aenc.encode(f)
+            t1 = clock()
+            payloads, _ = aenc.encode(f)  # aiortc's encoder reformats to I420 itself
+            t2 = clock()
             data = b"".join(vp8_depayload(p) for p in payloads)
             for d in decoder.decode(av.Packet(data)):
                 d.to_ndarray()
+            t3 = clock()
+            spent["convert"] += t1 - t0
+            spent["encode"] += t2 - t1
+            spent["decode"] += t3 - t2
 
     for i in range(5):  # encoder and decoder warm: first keyframe, allocations
         step(i)
     done = 5
 
-    def run(n: int, paced: bool = False) -> float:
+    def run(n: int, paced: bool = False) -> dict[str, float]:
         nonlocal done
-        cpu = 0.0
         period = 1.0 / FPS
         next_at = time.monotonic()
+        for stage in spent:
+            spent[stage] = 0.0
+        before = _threads.snapshot()
         for i in range(done, done + n):
             if paced:  # one frame per 1/FPS, as a camera delivers them (blocks the loop: the peers idle)
                 time.sleep(max(0.0, next_at - time.monotonic()))
                 next_at += period
-            t = time.thread_time()
             step(i)
-            cpu += time.thread_time() - t
+        spent["helper threads"] = _threads.by_role(before, _threads.snapshot())["helper threads"]
         done += n
-        return cpu
+        return dict(spent)
 
     return run
 
@@ -549,13 +597,15 @@ async def e2e_records(width: int, height: int, warmup: float, window: float, iso
         extra = {"frames": r.frames, "fps": round(r.frames / window, 1), "content_verified": r.content_verified,
                  "measured": f"{rounds} alternating turns of {window / rounds:g} s end to end and "
                              f"{max(1, iso_frames // rounds)} frames of isolated stages (back to back, then paced)"}
-        sides = ((f"paced at {FPS:g} fps", r.paced_ms, 1), ("back to back", r.back_to_back_ms, 2))
-        for baseline, value, column in sides:
+        sides = ((f"paced at {FPS:g} fps", r.paced_ms, 1, r.paced_stages_ms),
+                 ("back to back", r.back_to_back_ms, 2, r.back_to_back_stages_ms))
+        for baseline, value, column, stages in sides:
             # each turn's own ratio: how far one turn can stray on a machine whose speed drifts
             ratios = [round(t[0] / t[column], 3) for t in r.turns if t[column] > 0]
             records.append(Record(
                 f"end-to-end CPU per frame, {label}", r.per_frame_ms, "ms", res,
                 f"isolated convert+encode+decode sum, {baseline}", value,
-                extra={**extra, "turn_ratios": ratios}))
+                extra={**extra, "turn_ratios": ratios, "cpu_by_thread_ms": r.threads_ms,
+                       "isolated_by_stage_ms": stages}))
         step(f"e2e {mode}")
     return records

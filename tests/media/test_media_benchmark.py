@@ -14,6 +14,7 @@ import pytest
 
 import benchmarks.__main__ as bench_cli
 from benchmarks import pipeline
+from media._boundary import codecs_on_loop
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -51,6 +52,19 @@ def test_pipeline_quick_writes_well_formed_records(tmp_path: Path, capsys: pytes
     for r in e2e:
         ratios = r["extra"]["turn_ratios"]
         assert len(ratios) == 1 and all(isinstance(x, float) and x > 0 for x in ratios)
+        # where the CPU went, by thread: the codecs ran on their threads, found by name
+        threads = r["extra"]["cpu_by_thread_ms"]
+        assert set(threads) == {"event loop", "encoder", "decoder", "helper threads", "other"}
+        assert all(v >= 0 for v in threads.values())
+        assert threads["event loop"] > 0
+        if not codecs_on_loop():  # one CPU: the codecs run on the loop (media._boundary)
+            assert threads["encoder"] > 0 and threads["decoder"] > 0
+        assert sum(threads.values()) == pytest.approx(r["value"], rel=0.05)
+        # what the isolated sum is made of, stage by stage
+        stages = r["extra"]["isolated_by_stage_ms"]
+        assert set(stages) == {"convert", "encode", "decode", "helper threads"}
+        assert stages["convert"] > 0 and stages["encode"] > 0 and stages["decode"] > 0
+        assert sum(stages.values()) == pytest.approx(r["baseline_value"], rel=1e-3)
     # the peers ran on the loop the callrt command runs participants on, and the record says which
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     assert {r["extra"]["loop"] for r in records if "peer" in r["name"] or "end-to-end" in r["name"]} == {loop}
