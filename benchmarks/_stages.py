@@ -16,6 +16,7 @@ import numpy as np
 from aiortc.codecs.vpx import Vp8Encoder
 
 from benchmarks._report import Progress, Record
+from devices._video import I420Converter
 from media._opencv import cv2
 from media.avframes import AvFrameCache, from_av, to_av
 from media.codecs import OPUS_TIME_BASE, AudioDecoder, AudioEncoder, VideoDecoder, VideoEncoder, VideoEncoderSettings
@@ -34,11 +35,16 @@ def median_ms(samples_ns: Sequence[int]) -> float:
 
 
 def time_pair(ours: Callable[[int], object], base: Callable[[int], object], iters: int,
-              warmup: int = 2, before: Callable[[int], object] | None = None) -> tuple[float, float]:
-    """Mean ms of ``ours(i)`` and ``base(i)``, interleaved; ``before(i)`` runs untimed first."""
+              warmup: int = 2, before: Callable[[int], object] | None = None,
+              clock: Callable[[], int] = time.perf_counter_ns) -> tuple[float, float]:
+    """Median ms of ``ours(i)`` and ``base(i)``, interleaved; ``before(i)`` runs untimed first.
+
+    ``clock`` is wall time by default; ``time.process_time_ns`` counts the CPU of every thread
+    of the process instead (for calls that start threads of their own).
+    """
     a: list[int] = []
     b: list[int] = []
-    pc = time.perf_counter_ns
+    pc = clock
     for i in range(warmup + iters):
         if before is not None:
             before(i)
@@ -112,6 +118,9 @@ def video_stages(width: int, height: int, iters: int, codec_frames: int, progres
         records.append(Record("RGBA->I420 convert+wrap", ours, "ms", res,
                               "livekit-rtc VideoFrame.convert (libyuv)", base))
 
+    records.append(_camera_stage(width, height, bgrs[0], iters))
+    progress.step(f"{res} camera")
+
     # 2. Wrap an I420 array for PyAV.
     dst = np.empty_like(frames[0].data)
     ours, base = time_pair(lambda i: to_av(frames[i % n]), lambda i: np.copyto(dst, frames[i % n].data), iters)
@@ -125,6 +134,36 @@ def video_stages(width: int, height: int, iters: int, codec_frames: int, progres
     for codec in ("vp8", "h264"):
         records += _codec_stages(codec, frames, res, codec_frames, iters, conv, progress)
     return records
+
+
+def _camera_stage(width: int, height: int, bgr: np.ndarray, iters: int) -> Record:
+    """A camera's decoded frame (MJPEG webcams decode to yuvj422p) to the I420 array a source hands on.
+
+    Every captured frame is a new PyAV frame, so each side gets a fresh one, made untimed just
+    before it. The baseline is what PyAV code writes; PyAV 18 makes a new scaler with a thread per
+    CPU for every new frame. callrt's device converter (``devices._video.I420Converter``) keeps one
+    scaler per source, on one thread. The figure is CPU of the whole process (the baseline's
+    threads included); wall time is in ``extra``.
+    """
+    template = av.VideoFrame.from_ndarray(bgr, format="bgr24")
+    fresh: list[av.VideoFrame] = []
+
+    def make_frames(i: int) -> None:
+        fresh[:] = [template.reformat(format="yuvj422p", threads=1) for _ in range(2)]
+
+    conv = I420Converter()
+
+    def ours(i: int) -> object:
+        return conv.from_av(fresh[0])
+
+    def base(i: int) -> object:
+        return fresh[1].to_ndarray(format="yuv420p")
+
+    cpu_ours, cpu_base = time_pair(ours, base, iters, before=make_frames, clock=time.process_time_ns)
+    wall_ours, wall_base = time_pair(ours, base, iters, before=make_frames)
+    return Record("camera frame (MJPEG, yuvj422p) -> I420 array, CPU", cpu_ours, "ms", f"{width}x{height}",
+                  "PyAV to_ndarray(format='yuv420p') (its default scaler)", cpu_base,
+                  extra={"wall_ms": wall_ours, "baseline_wall_ms": wall_base})
 
 
 def _codec_stages(codec: str, frames: list[VideoFrame], res: str, codec_frames: int, iters: int,

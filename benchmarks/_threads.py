@@ -6,10 +6,11 @@ psutil's per-thread user+system times (clock ticks). The process total is ``time
 which also holds threads that ended in between.
 
 Roles come from the names Python gave its threads: the main thread is the event loop; a thread
-named like a decoder (aiortc's ``video-decoder``) decodes; callrt's ``callrt-enc-*`` worker and the
-loop's default executor (``asyncio_N``, ``uvloop_N``: where aiortc runs its encoder) encode. Threads Python did not start
-(OpenCV's pool splitting a ``cvtColor``, a codec library's own) are helper threads. What remains
-(other Python threads, threads that ended in between) is "other".
+named like a decoder (aiortc's ``video-decoder``) decodes; callrt's ``callrt-enc-*`` worker and
+the loop's default executor (``asyncio_N``, ``uvloop_N``: where aiortc runs its encoder) encode.
+Threads Python did not start (OpenCV's pool splitting a ``cvtColor``, a codec library's own) are
+helper threads. What remains (other Python threads, and threads that ended in between, such as
+the thread pool PyAV 18's ``reformat`` starts and ends for every new frame) is "other".
 """
 
 from __future__ import annotations

@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
 
     total = 0
     if "stages" in parts:
-        total += len(resolutions) * 7 + 1
+        total += len(resolutions) * 8 + 1
     if "fanout" in parts:
         total += 2 * len(peers)
     if "e2e" in parts:

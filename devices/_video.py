@@ -10,11 +10,19 @@ import time
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from media._opencv import cv2
 from media.frames import VIDEO_TIME_BASE
 
 _BGR_FORMATS = {"bgr0": 4, "bgra": 4, "bgr24": 3}
+SWS_THREADS = 1
+"""libswscale threads per conversion. PyAV 18 defaults to automatic (one per CPU), and
+``frame.reformat()`` makes a new scaler for every new frame, so each decoded frame started and
+ended a thread pool: 0.66 ms of CPU per 640x480 YUYV frame here against 0.17 ms with one
+scaler kept for the source on one thread, and 6.6 against 3.3 ms per 1080p MJPEG (yuvj422p)
+frame (``benchmarks/pipeline.py``, "camera frame -> I420"). The reader thread runs beside the
+codec threads, so CPU is what counts."""
 _VIDEO_CLOCK = VIDEO_TIME_BASE.denominator
 
 
@@ -52,7 +60,8 @@ class I420Converter:
     """Scale (when needed) and convert BGR/BGRA images or PyAV frames into fresh I420 arrays.
 
     Each call returns a new ``(h*3//2, w)`` array (frames are handed to other tasks, so the
-    output cannot be reused); the resize intermediate is preallocated and reused.
+    output cannot be reused); the resize intermediate is preallocated and reused, and so is the
+    libswscale scaler for PyAV frames (``SWS_THREADS``). One converter per source thread.
     """
 
     def __init__(self, width: int | None = None, height: int | None = None) -> None:
@@ -60,6 +69,7 @@ class I420Converter:
         self.size: tuple[int, int] | None = None
         """Output ``(width, height)``, fixed by the first frame."""
         self._scaled: np.ndarray | None = None
+        self._reformatter = VideoReformatter()
 
     def _size_for(self, w: int, h: int) -> tuple[int, int]:
         if self.size is None:
@@ -91,7 +101,7 @@ class I420Converter:
             rows = np.frombuffer(plane, np.uint8).reshape(h, plane.line_size)  # type: ignore[call-overload]
             return self.from_bgr(rows[:, : w * channels].reshape(h, w, channels))
         if fmt != "yuv420p" or (w, h) != (tw, th):
-            frame = frame.reformat(width=tw, height=th, format="yuv420p")
+            frame = self._reformatter.reformat(frame, width=tw, height=th, format="yuv420p", threads=SWS_THREADS)
         return np.ascontiguousarray(frame.to_ndarray())
 
 

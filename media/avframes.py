@@ -141,7 +141,7 @@ def from_av(frame: av.VideoFrame, *, capture_time: float | None = None) -> Plana
             _warned_formats.add(fmt)
             logger.info("converting %s frames to yuv420p (a copy per frame)", fmt)
         with translate(ConversionError, f"convert {fmt} to yuv420p"):
-            frame = frame.reformat(format="yuv420p")
+            frame = frame.reformat(format="yuv420p", threads=1)  # PyAV's default starts a thread pool per frame
     w, h = frame.width & ~1, frame.height & ~1
     if w == 0 or h == 0:
         raise UnsupportedFormat(f"frame of {frame.width}x{frame.height} is too small for I420")

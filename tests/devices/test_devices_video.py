@@ -173,3 +173,23 @@ def no_reader_threads_within(timeout: float) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def test_converter_keeps_one_scaler_and_matches_pyav() -> None:
+    """One scaler per source, reused frame after frame: each output is that frame's pixels (the same as
+    PyAV's own per-frame conversion, within rounding), never a stale one."""
+    import av
+    import numpy as np
+
+    from devices._video import I420Converter
+
+    pattern = TestPattern(640, 480)
+    conv = I420Converter(320, 240)
+    for i in range(3):
+        bgr = cv2.cvtColor(pattern.render(i), cv2.COLOR_YUV2BGR_I420)
+        frame = av.VideoFrame.from_ndarray(bgr, format="bgr24").reformat(format="yuvj422p", threads=1)
+        ours = conv.from_av(frame)
+        reference = frame.to_ndarray(width=320, height=240, format="yuv420p")
+        assert ours.shape == (360, 320) and ours.flags.c_contiguous
+        assert np.abs(ours.astype(np.int16) - reference.astype(np.int16)).max() <= 2
+    assert conv.size == (320, 240)
