@@ -513,9 +513,11 @@ def _isolated_step(mode: str, width: int, height: int) -> Any:
     FFmpeg's VP8 for callrt (``media.inline_decode``), libvpx for aiortc.
 
     Each stage is timed on this thread; what the stages ran on threads Python did not start is
-    added as "helper threads" (OpenCV splits callrt's ``cvtColor`` over its pool: 0.08-0.14 ms per
-    640x480 frame here, which the end-to-end side counts and this sum, timed on one thread, missed).
-    The peers idle meanwhile (the camera is paused), so those threads do nothing else.
+    added as "helper threads", and so is what threads that started and ended in between ran
+    (OpenCV splits callrt's ``cvtColor`` over its pool: 0.08-0.14 ms per 640x480 frame here;
+    aiortc's ``reformat`` starts and ends a libswscale thread pool per frame). The end-to-end side
+    counts both; this sum, timed on one thread, missed them. The peers idle meanwhile (the camera
+    is paused), so those threads do nothing else.
 
     Both are reported because they differ by far more than the pipeline's own overhead here: run
     back to back, the same encode costs 35-45 % less CPU than with 33 ms idle between frames (the
@@ -579,7 +581,8 @@ def _isolated_step(mode: str, width: int, height: int) -> Any:
                 time.sleep(max(0.0, next_at - time.monotonic()))
                 next_at += period
             step(i)
-        spent["helper threads"] = _threads.by_role(before, _threads.snapshot())["helper threads"]
+        roles = _threads.by_role(before, _threads.snapshot())
+        spent["helper threads"] = roles["helper threads"] + roles["other"]  # "other": threads that ended
         done += n
         return dict(spent)
 
