@@ -118,8 +118,8 @@ def video_stages(width: int, height: int, iters: int, codec_frames: int, progres
         records.append(Record("RGBA->I420 convert+wrap", ours, "ms", res,
                               "livekit-rtc VideoFrame.convert (libyuv)", base))
 
-    records.append(_camera_stage(width, height, bgrs[0], iters))
-    progress.step(f"{res} camera")
+    records.append(_ffmpeg_source_stage(width, height, bgrs[0], iters))
+    progress.step(f"{res} source frame")
 
     # 2. Wrap an I420 array for PyAV.
     dst = np.empty_like(frames[0].data)
@@ -136,12 +136,13 @@ def video_stages(width: int, height: int, iters: int, codec_frames: int, progres
     return records
 
 
-def _camera_stage(width: int, height: int, bgr: np.ndarray, iters: int) -> Record:
-    """A camera's decoded frame (MJPEG webcams decode to yuvj422p) to the I420 array a source hands on.
+def _ffmpeg_source_stage(width: int, height: int, bgr: np.ndarray, iters: int) -> Record:
+    """A frame an FFmpeg-backed source decoded (an MJPEG file or V4L2 camera gives yuvj422p) to the
+    I420 array the source hands on (``VideoFile``, ``FFmpegSource``).
 
-    Every captured frame is a new PyAV frame, so each side gets a fresh one, made untimed just
+    Every decoded frame is a new PyAV frame, so each side gets a fresh one, made untimed just
     before it. The baseline is what PyAV code writes; PyAV 18 makes a new scaler with a thread per
-    CPU for every new frame. callrt's device converter (``devices._video.I420Converter``) keeps one
+    CPU for every new frame. callrt's converter (``devices._video.I420Converter``) keeps one
     scaler per source, on one thread. The figure is CPU of the whole process (the baseline's
     threads included); wall time is in ``extra``.
     """
@@ -161,7 +162,7 @@ def _camera_stage(width: int, height: int, bgr: np.ndarray, iters: int) -> Recor
 
     cpu_ours, cpu_base = time_pair(ours, base, iters, before=make_frames, clock=time.process_time_ns)
     wall_ours, wall_base = time_pair(ours, base, iters, before=make_frames)
-    return Record("camera frame (MJPEG, yuvj422p) -> I420 array, CPU", cpu_ours, "ms", f"{width}x{height}",
+    return Record("FFmpeg source frame (yuvj422p) -> I420 array, CPU", cpu_ours, "ms", f"{width}x{height}",
                   "PyAV to_ndarray(format='yuv420p') (its default scaler)", cpu_base,
                   extra={"wall_ms": wall_ours, "baseline_wall_ms": wall_base})
 
