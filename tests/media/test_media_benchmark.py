@@ -80,3 +80,21 @@ def test_cli_skips_missing_programs_and_rejects_unknown(monkeypatch: pytest.Monk
     assert bench_cli.main(["--quick"]) == 0
     assert "skipping later" in capsys.readouterr().err
     assert bench_cli.main(["nope"]) == 2
+
+
+def test_thread_roles_and_cpu_by_role() -> None:
+    """Roles come from thread names; new threads count from zero; what ended in between is 'other'."""
+    from benchmarks import _threads
+
+    assert _threads.role("MainThread", main=True) == "event loop"
+    assert _threads.role("callrt-enc-vp8_0") == _threads.role("uvloop_0") == _threads.role("asyncio_1") == "encoder"
+    assert _threads.role("video-decoder") == "decoder"
+    assert _threads.role(None) == "helper threads"
+    assert _threads.role("callrt-mjpeg-server") == "other"
+    before = _threads.CpuSnapshot(10.0, {1: 5.0, 2: 1.0, 3: 2.0}, {1: "event loop", 2: "encoder", 3: "helper threads"})
+    # thread 3 ended (its last 0.5 s are only in the total); thread 4 started; the total counts everything
+    after = _threads.CpuSnapshot(13.0, {1: 6.0, 2: 2.0, 4: 0.25}, {1: "event loop", 2: "encoder", 4: "decoder"})
+    got = _threads.by_role(before, after)
+    assert got == {"event loop": 1.0, "encoder": 1.0, "decoder": 0.25, "helper threads": 0.0, "other": 0.75}
+    live = _threads.snapshot()
+    assert live.total > 0 and live.roles and "event loop" in live.roles.values()
