@@ -13,16 +13,10 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from media._opencv import cv2
+from media.avframes import SWS_THREADS
 from media.frames import VIDEO_TIME_BASE
 
 _BGR_FORMATS = {"bgr0": 4, "bgra": 4, "bgr24": 3}
-SWS_THREADS = 1
-"""libswscale threads per conversion. PyAV 18 defaults to automatic (one per CPU), and
-``frame.reformat()`` makes a new scaler for every new frame, so each decoded frame started and
-ended a thread pool: 0.66 ms of CPU per 640x480 YUYV frame here against 0.17 ms with one
-scaler kept for the source on one thread, and 6.6 against 3.3 ms per 1080p yuvj422p frame
-(``benchmarks/pipeline.py``, "FFmpeg source frame"). The reader thread runs beside the codec
-threads, so CPU is what counts."""
 _VIDEO_CLOCK = VIDEO_TIME_BASE.denominator
 
 

@@ -34,6 +34,13 @@ from media.frames import VIDEO_TIME_BASE, AudioFrame, PlanarVideoFrame, VideoFra
 logger = logging.getLogger(__name__)
 
 _I420_FORMATS = frozenset({"yuv420p", "yuvj420p"})
+SWS_THREADS = 1
+"""libswscale threads for every ``reformat`` callrt makes (here and in ``devices``' FFmpeg
+sources). PyAV 18 defaults to automatic (one per CPU), and ``frame.reformat()`` makes a new
+scaler for every new frame, so each converted frame started and ended a thread pool: 0.66 ms of
+CPU per 640x480 YUYV frame here against 0.17 ms with one scaler kept for the source on one
+thread, and 6.6 against 3.3 ms per 1080p yuvj422p frame (``benchmarks/pipeline.py``, "FFmpeg
+source frame"). Conversions run beside the codec threads, so CPU is what counts."""
 _warned_formats: set[str] = set()
 
 
@@ -141,7 +148,7 @@ def from_av(frame: av.VideoFrame, *, capture_time: float | None = None) -> Plana
             _warned_formats.add(fmt)
             logger.info("converting %s frames to yuv420p (a copy per frame)", fmt)
         with translate(ConversionError, f"convert {fmt} to yuv420p"):
-            frame = frame.reformat(format="yuv420p", threads=1)  # PyAV's default starts a thread pool per frame
+            frame = frame.reformat(format="yuv420p", threads=SWS_THREADS)
     w, h = frame.width & ~1, frame.height & ~1
     if w == 0 or h == 0:
         raise UnsupportedFormat(f"frame of {frame.width}x{frame.height} is too small for I420")
