@@ -422,9 +422,6 @@ class E2eResult:
     """End-to-end CPU per frame against the isolated stage sum, over all turns and turn by turn."""
 
     per_frame_ms: float
-    paced_ms: float
-    """The isolated sum paced at the camera's rate."""
-    back_to_back_ms: float
     frames: int
     content_verified: bool
     turns: list[tuple[float, float, float]]
@@ -432,8 +429,17 @@ class E2eResult:
     threads_ms: dict[str, float]
     """End to end, ms per frame by thread role (``benchmarks._threads.ROLES``): where the CPU went."""
     paced_stages_ms: dict[str, float]
-    """The paced isolated sum by stage (``ISOLATED_STAGES``)."""
+    """The isolated sum paced at the camera's rate, by stage (``ISOLATED_STAGES``)."""
     back_to_back_stages_ms: dict[str, float]
+
+    @property
+    def paced_ms(self) -> float:
+        """The isolated sum paced at the camera's rate."""
+        return sum(self.paced_stages_ms.values())
+
+    @property
+    def back_to_back_ms(self) -> float:
+        return sum(self.back_to_back_stages_ms.values())
 
 
 async def e2e_interleaved(mode: str, width: int, height: int, warmup: float, window: float, iso_frames: int,
@@ -494,11 +500,10 @@ async def e2e_interleaved(mode: str, width: int, height: int, warmup: float, win
     per_frame = 1000.0 * e2e_cpu / frames if frames else float("nan")
 
     def per(d: dict[str, float], n: int) -> dict[str, float]:
-        return {k: round(1000.0 * v / n, 4) if n else float("nan") for k, v in d.items()}
+        return {k: 1000.0 * v / n if n else float("nan") for k, v in d.items()}
 
-    return E2eResult(per_frame, 1000.0 * sum(paced_stages.values()) / iso_done,
-                     1000.0 * sum(b2b_stages.values()) / iso_done, frames, ok, turns,
-                     per(roles, frames), per(paced_stages, iso_done), per(b2b_stages, iso_done))
+    return E2eResult(per_frame, frames, ok, turns, per(roles, frames), per(paced_stages, iso_done),
+                     per(b2b_stages, iso_done))
 
 
 ISOLATED_STAGES = ("convert", "encode", "decode", "helper threads")
@@ -589,6 +594,10 @@ def _isolated_step(mode: str, width: int, height: int) -> Any:
     return run
 
 
+def _rounded(ms: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 4) for k, v in ms.items()}
+
+
 async def e2e_records(width: int, height: int, warmup: float, window: float, iso_frames: int,
                       step: Any, rounds: int = 3) -> list[Record]:
     _aiortc_starts_at_our_bitrate()
@@ -608,7 +617,7 @@ async def e2e_records(width: int, height: int, warmup: float, window: float, iso
             records.append(Record(
                 f"end-to-end CPU per frame, {label}", r.per_frame_ms, "ms", res,
                 f"isolated convert+encode+decode sum, {baseline}", value,
-                extra={**extra, "turn_ratios": ratios, "cpu_by_thread_ms": r.threads_ms,
-                       "isolated_by_stage_ms": stages}))
+                extra={**extra, "turn_ratios": ratios, "cpu_by_thread_ms": _rounded(r.threads_ms),
+                       "isolated_by_stage_ms": _rounded(stages)}))
         step(f"e2e {mode}")
     return records
