@@ -24,7 +24,7 @@ walkthrough: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy signaling media devices
+	$(VENV)/bin/mypy signaling media devices benchmarks
 
 bench: $(STAMP)
 	$(VENV)/bin/python -m benchmarks

@@ -21,10 +21,11 @@ import multiprocessing as mp
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, cast
 
 import av
 import numpy as np
+import numpy.typing as npt
 import psutil
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.codecs.vpx import Vp8Encoder
@@ -70,11 +71,11 @@ class BgrCamera:
     """Paced BGR frames (pre-rendered, carrying their index), like an OpenCV camera."""
 
     def __init__(self, width: int, height: int, fps: float = FPS) -> None:
-        frames = []
+        frames: list[npt.NDArray[np.uint8]] = []
         for i, data in enumerate(render_pattern(width, height, 30)):
             f = VideoFrame(data)
             draw_index(f, i)
-            frames.append(cv2.cvtColor(f.data, cv2.COLOR_YUV2BGR_I420))
+            frames.append(np.ascontiguousarray(cv2.cvtColor(f.data, cv2.COLOR_YUV2BGR_I420), dtype=np.uint8))
         self.frames = frames
         self.period = 1.0 / fps
         self.t0 = time.monotonic()
@@ -407,7 +408,7 @@ class _AiortcConsumer:
     async def _run(self) -> None:
         with contextlib.suppress(Exception):
             while True:
-                frame = await self.track.recv()
+                frame = cast(av.VideoFrame, await self.track.recv())
                 self.last = frame.to_ndarray()
                 self.received += 1
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import av
 import numpy as np
@@ -19,7 +20,15 @@ from benchmarks._report import Progress, Record
 from devices._video import I420Converter
 from media._opencv import cv2
 from media.avframes import AvFrameCache, from_av, to_av
-from media.codecs import OPUS_TIME_BASE, AudioDecoder, AudioEncoder, VideoDecoder, VideoEncoder, VideoEncoderSettings
+from media.codecs import (
+    OPUS_TIME_BASE,
+    AudioDecoder,
+    AudioEncoder,
+    VideoCodecName,
+    VideoDecoder,
+    VideoEncoder,
+    VideoEncoderSettings,
+)
 from media.convert import Converter
 from media.frames import AudioFrame, VideoFrame
 from media.testing import draw_index, render_pattern
@@ -58,9 +67,10 @@ def time_pair(ours: Callable[[int], object], base: Callable[[int], object], iter
     return median_ms(a), median_ms(b)
 
 
-def _livekit_rtc() -> object | None:
+def _livekit_rtc() -> Any:
+    """livekit-rtc's ``rtc`` module where the optional benchmark extra is installed, else None."""
     try:
-        from livekit import rtc  # type: ignore[import-not-found]
+        from livekit import rtc  # type: ignore[import-not-found, unused-ignore]
     except ImportError:
         return None
     return rtc
@@ -131,7 +141,8 @@ def video_stages(width: int, height: int, iters: int, codec_frames: int, progres
     progress.step(f"{res} wrap")
 
     # 3. Encode and decode, wrapper vs raw PyAV call on identically configured contexts.
-    for codec in ("vp8", "h264"):
+    codecs: tuple[VideoCodecName, ...] = ("vp8", "h264")
+    for codec in codecs:
         records += _codec_stages(codec, frames, res, codec_frames, iters, conv, progress)
     return records
 
@@ -167,11 +178,11 @@ def _ffmpeg_source_stage(width: int, height: int, bgr: np.ndarray, iters: int) -
                   extra={"wall_ms": wall_ours, "baseline_wall_ms": wall_base})
 
 
-def _codec_stages(codec: str, frames: list[VideoFrame], res: str, codec_frames: int, iters: int,
+def _codec_stages(codec: VideoCodecName, frames: list[VideoFrame], res: str, codec_frames: int, iters: int,
                   conv: Converter, progress: Progress) -> list[Record]:
     records: list[Record] = []
     n = len(frames)
-    settings = VideoEncoderSettings(codec=codec, bitrate=1_000_000, min_bitrate=1_000_000,  # type: ignore[arg-type]
+    settings = VideoEncoderSettings(codec=codec, bitrate=1_000_000, min_bitrate=1_000_000,
                                     max_bitrate=1_000_000, fps=30)
     wrapped, raw_owner = VideoEncoder(settings), VideoEncoder(settings)
     # Open both the same way, with the same first (key)frame, so that their rate control is in the
@@ -202,7 +213,7 @@ def _codec_stages(codec: str, frames: list[VideoFrame], res: str, codec_frames: 
                           f"{RAW_CALL} ({_ENC_NAMES[codec]})", base))
     progress.step(f"{res} {codec} encode")
 
-    wrapped_dec, raw_dec = VideoDecoder(codec), VideoDecoder(codec)  # type: ignore[arg-type]
+    wrapped_dec, raw_dec = VideoDecoder(codec), VideoDecoder(codec)
     raw_dctx = raw_dec.codec_context
     p_ours = [av.Packet(p) for p in packets]
     p_raw = [av.Packet(p) for p in packets]
@@ -221,8 +232,8 @@ def _codec_stages(codec: str, frames: list[VideoFrame], res: str, codec_frames: 
                                lambda i: aiortc_packer.pack(our_packets[i % n_enc]), iters)
         records.append(Record("VP8 frame -> RTP payloads", ours, "ms", res,
                               AIORTC_DEFAULT + " (Vp8Encoder.pack)", base))
-        fresh = VideoDecoder(codec).codec_context
-        decoded = [f for p in packets[:8] for f in fresh.decode(av.Packet(p))]
+        fresh_ctx = VideoDecoder(codec).codec_context
+        decoded = [f for p in packets[:8] for f in fresh_ctx.decode(av.Packet(p))]
         m = len(decoded)
         ours, base = time_pair(lambda i: from_av(decoded[i % m]), lambda i: decoded[i % m].to_ndarray(), iters)
         records.append(Record("decoded frame -> NumPy (plane views)", ours, "ms", res,

@@ -321,7 +321,8 @@ class VideoDecoder:
         self.decodes = 0
 
     @property
-    def codec_context(self) -> av.CodecContext:
+    def codec_context(self) -> av.video.codeccontext.VideoCodecContext:
+        """The open PyAV context (for benchmarks comparing against the raw call)."""
         return self._ctx
 
     def decode(self, data: bytes | av.Packet, pts: int | None = None) -> list[PlanarVideoFrame]:
@@ -482,7 +483,8 @@ class AudioDecoder:
         self.concealment = OpusConcealment(conceal_ms) if conceal_ms > 0 else None
 
     @property
-    def codec_context(self) -> av.CodecContext:
+    def codec_context(self) -> av.audio.codeccontext.AudioCodecContext:
+        """The open PyAV context (for benchmarks comparing against the raw call)."""
         return self._ctx
 
     def decode(self, data: bytes | av.Packet, pts: int | None = None) -> list[AudioFrame]:
