@@ -57,6 +57,11 @@ class DropOldestQueue(Generic[T]):
         self.dropped += n
         return n
 
+    @property
+    def consumer_waiting(self) -> bool:
+        """True while the consumer waits in ``get()`` on an empty queue (nothing taken and unhandled)."""
+        return self._waiter is not None and not self._items and not self._waiter.done()
+
     def get_nowait(self) -> T | None:
         return self._items.popleft() if self._items else None
 

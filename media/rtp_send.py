@@ -18,6 +18,13 @@ abs-send-time (they leave within one loop turn, < 1 ms; abs-send-time has 4 us s
 NTP time for sender reports is read once per frame. A nominated pair that does not send plain
 UDP (a TURN relay) gets each packet through aiortc's own path.
 
+While the loop waits for its track's next frame, a fan-out can send a frame itself, at once:
+the loop publishes its ``_FrameSender`` as ``sender._callrt_direct``, and ``send_now(frame)`` sends
+every packet in the caller's turn of the event loop (or returns False, nothing sent, where only
+aiortc's path can send). That is one loop turn and one task step less per frame and peer than a
+queue that wakes this loop: 0.02-0.06 ms less event-loop CPU per 640x480 frame, in three A/Bs
+within one call (``media.tracks.EncodedTrack.offer`` decides).
+
 The hook relies on private attributes of aiortc 1.x; when they are missing it leaves the sender
 alone (and says so once in the log). ``CALLRT_RTP_SEND=aiortc`` in the environment keeps
 aiortc's own loop everywhere (to compare, or should an aiortc release change underneath).
@@ -29,6 +36,7 @@ import asyncio
 import logging
 import os
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from struct import pack
 from typing import Any
@@ -38,7 +46,7 @@ from aiortc import RTCRtpSender, clock
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcdtlstransport import State
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
-from aiortc.rtcrtpsender import RTP_HISTORY_SIZE, random_sequence_number
+from aiortc.rtcrtpsender import RTP_HISTORY_SIZE, RTCEncodedFrame, random_sequence_number
 from aiortc.rtp import HeaderExtensions
 from aiortc.utils import random32
 
@@ -104,6 +112,16 @@ class _Wire:
         self.dtls = dtls
         self.connection = getattr(dtls.transport, "_connection", None)
 
+    def ready(self) -> bool:
+        """Whether ``send_now`` can send now (connected, on a plain UDP pair): else aiortc's path."""
+        dtls = self.dtls
+        conn = self.connection
+        pair = conn._nominated.get(1) if conn is not None else None
+        if pair is None or dtls._state != State.CONNECTED:
+            return False
+        protocol = pair.protocol
+        return type(protocol) is StunProtocol and protocol.transport is not None
+
     def send_now(self, data: bytes) -> bool:
         """Send ``data``; False when this needs aiortc's path (a relay, or not connected: its errors)."""
         dtls = self.dtls
@@ -121,15 +139,73 @@ class _Wire:
         return True
 
 
+class _FrameSender:
+    """One sender's RTP state (sequence numbers, history, counters) and the packets of one frame."""
+
+    def __init__(self, sender: RTCRtpSender, codec: RTCRtpCodecParameters) -> None:
+        s: Any = sender
+        self.s = s
+        self.codec = codec
+        self.history: dict[int, Any] = getattr(s, _P + "rtp_history")
+        self.ext_map = getattr(s, _P + "rtp_header_extensions_map")
+        self.wire = _Wire(s.transport)
+        self.payload_type: int = codec.payloadType or 0  # always set on negotiated codecs
+        self.sequence_number = random_sequence_number()  # aiortc's: low half, no early wrap (SRTP)
+        self.timestamp_origin = random32()
+
+    def send_now(self, frame: RTCEncodedFrame) -> bool:
+        """Send every packet of ``frame`` now, on the loop; False (nothing sent) when aiortc's path is needed."""
+        if not self.wire.ready():
+            return False
+        for data in self._packets(frame):
+            self.wire.send_now(data)
+        return True
+
+    async def send(self, frame: RTCEncodedFrame) -> None:
+        """Send ``frame``'s packets, each through aiortc's path where the direct one refuses it."""
+        for data in self._packets(frame):
+            if not self.wire.send_now(data):
+                await self.s.transport._send_rtp(data)
+
+    def _packets(self, frame: RTCEncodedFrame) -> Iterator[bytes]:
+        s = self.s
+        timestamp = (self.timestamp_origin + frame.timestamp) & 0xFFFFFFFF
+        ext = HeaderExtensions()
+        ext.abs_send_time = (clock.current_ntp_time() >> 14) & 0x00FFFFFF
+        ext.mid = getattr(s, _P + "mid")
+        if frame.audio_level is not None:
+            ext.audio_level = (False, -frame.audio_level)
+        profile, value = self.ext_map.set(ext)
+        first = 0x90 if value else 0x80  # version 2, extension bit
+        block = pack("!HH", profile, len(value) >> 2) + value if value else b""
+        ssrc = s._ssrc
+        payload_type = self.payload_type
+        history = self.history
+        sequence_number = self.sequence_number
+        payloads = frame.payloads
+        last = len(payloads) - 1
+        octets = 0
+        for i, payload in enumerate(payloads):
+            marker = 1 if i == last else 0
+            data = pack("!BBHLL", first, (marker << 7) | payload_type, sequence_number, timestamp,
+                        ssrc) + block + payload
+            history[sequence_number % RTP_HISTORY_SIZE] = SentPacket(
+                data, sequence_number, timestamp, marker, payload, ext, payload_type, ssrc)
+            sequence_number = (sequence_number + 1) & 0xFFFF
+            self.sequence_number = sequence_number
+            octets += len(payload)
+            yield data
+        setattr(s, _P + "ntp_timestamp", clock.current_ntp_time())
+        setattr(s, _P + "rtp_timestamp", timestamp)
+        setattr(s, _P + "octet_count", getattr(s, _P + "octet_count") + octets)
+        setattr(s, _P + "packet_count", getattr(s, _P + "packet_count") + len(payloads))
+
+
 async def _run(sender: RTCRtpSender, codec: RTCRtpCodecParameters) -> None:
     s: Any = sender
     getattr(s, _P + "rtp_started").set()
-    history: dict[int, Any] = getattr(s, _P + "rtp_history")
-    ext_map = getattr(s, _P + "rtp_header_extensions_map")
-    wire = _Wire(s.transport)
-    payload_type: int = codec.payloadType or 0  # always set on negotiated codecs
-    sequence_number = random_sequence_number()  # aiortc's: low half, no early wrap (SRTP)
-    timestamp_origin = random32()
+    frames = _FrameSender(sender, codec)
+    s._callrt_direct = frames
     try:
         while True:
             if not getattr(s, _P + "track"):
@@ -138,38 +214,14 @@ async def _run(sender: RTCRtpSender, codec: RTCRtpCodecParameters) -> None:
             frame = await s._next_encoded_frame(codec)
             if frame is None:
                 continue
-            timestamp = (timestamp_origin + frame.timestamp) & 0xFFFFFFFF
-            ext = HeaderExtensions()
-            ext.abs_send_time = (clock.current_ntp_time() >> 14) & 0x00FFFFFF
-            ext.mid = getattr(s, _P + "mid")
-            if frame.audio_level is not None:
-                ext.audio_level = (False, -frame.audio_level)
-            profile, value = ext_map.set(ext)
-            first = 0x90 if value else 0x80  # version 2, extension bit
-            block = pack("!HH", profile, len(value) >> 2) + value if value else b""
-            ssrc = s._ssrc
-            payloads = frame.payloads
-            last = len(payloads) - 1
-            octets = 0
-            for i, payload in enumerate(payloads):
-                marker = 1 if i == last else 0
-                data = pack("!BBHLL", first, (marker << 7) | payload_type, sequence_number, timestamp,
-                            ssrc) + block + payload
-                history[sequence_number % RTP_HISTORY_SIZE] = SentPacket(
-                    data, sequence_number, timestamp, marker, payload, ext, payload_type, ssrc)
-                if not wire.send_now(data):
-                    await s.transport._send_rtp(data)
-                octets += len(payload)
-                sequence_number = (sequence_number + 1) & 0xFFFF
-            setattr(s, _P + "ntp_timestamp", clock.current_ntp_time())
-            setattr(s, _P + "rtp_timestamp", timestamp)
-            setattr(s, _P + "octet_count", getattr(s, _P + "octet_count") + octets)
-            setattr(s, _P + "packet_count", getattr(s, _P + "packet_count") + len(payloads))
+            if not frames.send_now(frame):
+                await frames.send(frame)
     except (asyncio.CancelledError, ConnectionError, MediaStreamError):
         pass
     except Exception:
         # as aiortc: the exit event must be set or stop() hangs, so warn instead of raising
         logger.warning("RTCRtpSender(%s) %s", getattr(s, _P + "kind", "?"), traceback.format_exc())
+    s._callrt_direct = None
     track = getattr(s, _P + "track")
     if track:
         track.stop()

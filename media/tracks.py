@@ -19,7 +19,10 @@ encoder, and applies REMB to that (unused) encoder, so the hook wraps methods on
   (an answer to an offer that preferred it), the track falls back to raw frames that aiortc
   encodes for that peer alone, and logs a warning. ``prefer_codec`` avoids this on offers;
 * ``_next_encoded_frame`` (video): payloads from the fan-out's ``SharedPacketizer``, split once
-  for all peers instead of once per peer (VP8 by ``media.vp8_packetize``: aiortc's bytes, less Python);
+  for all peers instead of once per peer (VP8 by ``media.vp8_packetize``: aiortc's bytes, less Python).
+  While the sender's loop waits for the next packet, ``offer`` sends it at once through that loop's
+  ``media.rtp_send`` state instead of queueing it (no wake-up of the sender's loop); if that fails,
+  the peer logs it, goes back to its queue and waits for a keyframe (part of the frame may be out);
 * ``_run_rtp``: ``media.rtp_send.lean_rtp`` (the same packets with less Python per packet);
 * ``_next_encoded_frame`` (audio): aiortc computes the RFC 6465 audio level only for frames it
   encodes itself, so the level the fan-out measured once per packet is put on the RTP frame.
@@ -141,6 +144,8 @@ class EncodedTrack(MediaStreamTrack):
         """Packets not sent because this peer was waiting for a keyframe."""
         self._need_keyframe = self._keyframed
         self._last_level: int | None = None
+        self._push: Any = None
+        """Set by ``bind_sender`` (video, shared packetizer): sends a packet at once, or returns False."""
 
     @property
     def dropped(self) -> int:
@@ -167,6 +172,20 @@ class EncodedTrack(MediaStreamTrack):
                 self.skipped += 1
                 return
             self._need_keyframe = False
+        if self._push is not None and self._queue.consumer_waiting:
+            try:
+                if self._push(packet):
+                    self.sent += 1
+                    return
+            except Exception:  # a bug here must not stop the fan-out: this peer goes back to its queue
+                # part of the frame may be out: resending it would break the frame, so start again
+                # from a keyframe, as after an overflow
+                logger.exception("peer track %s: sending at once failed; back to the sender's loop", self.id)
+                self._push = None
+                self._need_keyframe = True
+                self.skipped += 1
+                self._owner.request_keyframe(self)
+                return
         if len(self._queue) >= self._queue.maxsize:
             self._queue.clear()
             if not packet.is_keyframe:
@@ -264,6 +283,20 @@ class EncodedTrack(MediaStreamTrack):
                 return RTCEncodedFrame(payloads, timestamp, None) if payloads else None  # type: ignore[arg-type]
 
             sender._next_encoded_frame = next_shared_frame  # type: ignore[method-assign]
+
+            def push(packet: av.Packet) -> bool:
+                # the sender's loop waits for this track's next packet: send it now, in the fan-out's
+                # turn of the loop, instead of waking that loop for it (one loop turn and one task
+                # step less per frame and peer)
+                direct = getattr(sender, "_callrt_direct", None)
+                if direct is None or not sender._enabled or self.mode != "encoded":
+                    return False
+                payloads, timestamp = shared.pack(packet, direct.codec)
+                if not payloads:
+                    return True
+                return bool(direct.send_now(RTCEncodedFrame(payloads, timestamp, None)))  # type: ignore[arg-type]
+
+            self._push = push
         if self.kind == "audio":
             own_next = sender._next_encoded_frame
 

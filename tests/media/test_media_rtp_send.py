@@ -1,5 +1,6 @@
 """The lean RTP send loop (``media.rtp_send``) on real aiortc peers: the packets aiortc would send,
-retransmissions from its history, the counters its reports and stats read."""
+retransmissions from its history, the counters its reports and stats read, whether the fan-out
+sends a frame at once (the sender's loop waiting) or the sender's loop takes it from its queue."""
 
 from __future__ import annotations
 
@@ -88,6 +89,9 @@ async def test_video_packets_are_aiortcs_and_a_lost_one_is_retransmitted() -> No
                 by_ts.setdefault(entry.timestamp, []).append(entry)
             for group in list(by_ts.values())[1:-1]:
                 assert [e.marker for e in group] == [0] * (len(group) - 1) + [1]
+            # with the sender's loop waiting, the fan-out sent (nearly) every frame itself, at once
+            (track,) = fanout.tracks
+            assert track.sent > 40 and track._queue.put_count < track.sent // 4, (track.sent, track._queue.put_count)
             # the counters aiortc's sender reports and stats read
             stats = await sender.getStats()
             out = next(s for s in stats.values() if s.type == "outbound-rtp")
@@ -115,5 +119,40 @@ async def test_audio_packets_carry_the_level_the_fanout_measured() -> None:
             assert levels and all(lvl is not None and not lvl[0] and 0 <= lvl[1] <= 20 for lvl in levels), levels
     finally:
         await tone.stop()
+        for pc in pcs:
+            await pc.close()
+
+
+async def test_a_failing_direct_send_falls_back_to_the_senders_loop() -> None:
+    src = PatternVideoSource(320, 240, fps=30)
+    await src.start()
+    pcs: list[Any] = []
+    try:
+        async with EncodedVideoFanout(src, "vp8", bitrate=600_000) as fanout:
+            a, b, sink = await connect(fanout.add_to, VideoSink)
+            pcs += [a, b]
+            try:
+                await next_indices(sink, 5)
+                (track,) = fanout.tracks
+                assert track._push is not None
+                calls: list[int] = []
+
+                def broken(packet: Any) -> bool:
+                    calls.append(1)
+                    raise RuntimeError("injected")
+
+                track._push = broken
+                puts = track._queue.put_count
+                indices = await next_indices(sink, 20)
+            finally:
+                await sink.aclose()
+            # one failure, logged; that peer skips to the next keyframe (requested at once), then its
+            # sender's loop takes every frame from the queue, in order
+            assert calls == [1] and track._push is None and track.skipped >= 1
+            assert track._queue.put_count >= puts + 15
+            assert indices == sorted(set(indices)) and indices[-1] - indices[0] <= 24, indices  # a few lost
+            assert indices[-15:] == list(range(indices[-15], indices[-15] + 15)), indices
+    finally:
+        await src.stop()
         for pc in pcs:
             await pc.close()
