@@ -21,6 +21,7 @@ REGISTRY: dict[str, str] = {
     "soak": "benchmarks.soak",
     "browser": "benchmarks.browser",
     "swarm": "benchmarks.swarm",
+    "idle": "benchmarks.idle",
 }
 
 

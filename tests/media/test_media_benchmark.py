@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import benchmarks.__main__ as bench_cli
-from benchmarks import pipeline
+from benchmarks import idle, pipeline
 from media._boundary import codecs_on_loop
 
 pytestmark = pytest.mark.timeout(120)
@@ -72,6 +72,24 @@ def test_pipeline_quick_writes_well_formed_records(tmp_path: Path, capsys: pytes
     captured = capsys.readouterr()
     assert "| measurement |" in captured.out and "[1/" in captured.err  # table on stdout, progress on stderr
     assert md.read_text().startswith("### Frame pipeline")
+
+
+def test_idle_penalty_quick_writes_a_record_per_step_and_gap(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "idle.json"
+    assert idle.main(["--quick", "--gaps", "1,2", "--json", str(out)]) == 0
+    records = json.loads(out.read_text())["records"]
+    assert len(records) == 4 * 2  # four steps of the media path, two gaps each
+    for r in records:
+        assert FIELDS <= r.keys() and r["unit"] == "us" and r["baseline"] == idle.WARM
+        assert math.isfinite(r["value"]) and r["value"] > 0 and r["baseline_value"] > 0
+        assert r["ratio"] == pytest.approx(r["value"] / r["baseline_value"])
+        assert r["extra"]["gap_ms"] in (1.0, 2.0) and r["extra"]["second_after_gap_us"] > 0
+    assert {r["name"].split(",")[0] for r in records} == {
+        "SRTP protect", "UDP sendto over loopback", "VP8 frame -> RTP payloads (media.vp8_packetize)",
+        "BGR -> I420 cv2.cvtColor into a reused buffer"}
+    assert "| measurement |" in capsys.readouterr().out
+    assert idle.main(["--gaps", "0"]) == 2  # a gap must be positive
 
 
 def test_cli_skips_missing_programs_and_rejects_unknown(monkeypatch: pytest.MonkeyPatch,
