@@ -112,28 +112,29 @@ class _Wire:
         self.dtls = dtls
         self.connection = getattr(dtls.transport, "_connection", None)
 
-    def ready(self) -> bool:
-        """Whether ``send_now`` can send now (connected, on a plain UDP pair): else aiortc's path."""
-        dtls = self.dtls
+    def _pair(self) -> Any:
+        """The nominated pair when ``send_now`` can send on it (connected, plain UDP), else None."""
         conn = self.connection
         pair = conn._nominated.get(1) if conn is not None else None
-        if pair is None or dtls._state != State.CONNECTED:
-            return False
-        protocol = pair.protocol
-        return type(protocol) is StunProtocol and protocol.transport is not None
-
-    def send_now(self, data: bytes) -> bool:
-        """Send ``data``; False when this needs aiortc's path (a relay, or not connected: its errors)."""
-        dtls = self.dtls
-        conn = self.connection
-        pair = conn._nominated.get(1) if conn is not None else None
-        if pair is None or dtls._state != State.CONNECTED:
-            return False
+        if pair is None or self.dtls._state != State.CONNECTED:
+            return None
         protocol = pair.protocol
         if type(protocol) is not StunProtocol or protocol.transport is None:
+            return None
+        return pair
+
+    def ready(self) -> bool:
+        """Whether ``send_now`` can send now: else aiortc's path (a relay, or not connected: its errors)."""
+        return self._pair() is not None
+
+    def send_now(self, data: bytes) -> bool:
+        """Send ``data``; False when this needs aiortc's path (see ``ready``)."""
+        pair = self._pair()
+        if pair is None:
             return False
+        dtls = self.dtls
         data = dtls._tx_srtp.protect(data)
-        protocol.transport.sendto(data, pair.remote_addr)
+        pair.protocol.transport.sendto(data, pair.remote_addr)
         dtls._RTCDtlsTransport__tx_bytes += len(data)
         dtls._RTCDtlsTransport__tx_packets += 1
         return True
