@@ -112,8 +112,10 @@ class _Wire:
         self.dtls = dtls
         self.connection = getattr(dtls.transport, "_connection", None)
 
-    def _pair(self) -> Any:
-        """The nominated pair when ``send_now`` can send on it (connected, plain UDP), else None."""
+    def pair(self) -> Any:
+        """The nominated pair when it can be sent on directly (connected, plain UDP), else None:
+        aiortc's path (a relay, or not connected: its errors). Nothing here changes within one
+        turn of the loop, so one answer serves every packet of a frame sent in that turn."""
         conn = self.connection
         pair = conn._nominated.get(1) if conn is not None else None
         if pair is None or self.dtls._state != State.CONNECTED:
@@ -123,21 +125,21 @@ class _Wire:
             return None
         return pair
 
-    def ready(self) -> bool:
-        """Whether ``send_now`` can send now: else aiortc's path (a relay, or not connected: its errors)."""
-        return self._pair() is not None
-
     def send_now(self, data: bytes) -> bool:
-        """Send ``data``; False when this needs aiortc's path (see ``ready``)."""
-        pair = self._pair()
+        """Send ``data``; False when this needs aiortc's path (see ``pair``)."""
+        pair = self.pair()
         if pair is None:
             return False
+        self.send_on(pair, data)
+        return True
+
+    def send_on(self, pair: Any, data: bytes) -> None:
+        """Protect and send ``data`` on ``pair`` (a ``pair()`` of this turn of the loop)."""
         dtls = self.dtls
         data = dtls._tx_srtp.protect(data)
         pair.protocol.transport.sendto(data, pair.remote_addr)
         dtls._RTCDtlsTransport__tx_bytes += len(data)
         dtls._RTCDtlsTransport__tx_packets += 1
-        return True
 
 
 class _FrameSender:
@@ -156,10 +158,12 @@ class _FrameSender:
 
     def send_now(self, frame: RTCEncodedFrame) -> bool:
         """Send every packet of ``frame`` now, on the loop; False (nothing sent) when aiortc's path is needed."""
-        if not self.wire.ready():
+        wire = self.wire
+        pair = wire.pair()
+        if pair is None:
             return False
         for data in self._packets(frame):
-            self.wire.send_now(data)
+            wire.send_on(pair, data)
         return True
 
     async def send(self, frame: RTCEncodedFrame) -> None:

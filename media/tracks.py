@@ -273,14 +273,17 @@ class EncodedTrack(MediaStreamTrack):
         if self.kind == "video" and shared is not None:
             own_next_video = sender._next_encoded_frame
 
+            def shared_frame(packet: av.Packet, codec: Any) -> RTCEncodedFrame | None:
+                payloads, timestamp = shared.pack(packet, codec)
+                return RTCEncodedFrame(payloads, timestamp, None) if payloads else None  # type: ignore[arg-type]
+
             async def next_shared_frame(codec: Any) -> Any:
                 if self.mode != "encoded":
                     return await own_next_video(codec)  # raw frames: aiortc encodes them for this peer
                 packet = await self.recv()
                 if not sender._enabled or not isinstance(packet, av.Packet):
                     return None
-                payloads, timestamp = shared.pack(packet, codec)
-                return RTCEncodedFrame(payloads, timestamp, None) if payloads else None  # type: ignore[arg-type]
+                return shared_frame(packet, codec)
 
             sender._next_encoded_frame = next_shared_frame  # type: ignore[method-assign]
 
@@ -291,10 +294,8 @@ class EncodedTrack(MediaStreamTrack):
                 direct = getattr(sender, "_callrt_direct", None)
                 if direct is None or not sender._enabled or self.mode != "encoded":
                     return False
-                payloads, timestamp = shared.pack(packet, direct.codec)
-                if not payloads:
-                    return True
-                return bool(direct.send_now(RTCEncodedFrame(payloads, timestamp, None)))  # type: ignore[arg-type]
+                frame = shared_frame(packet, direct.codec)
+                return frame is None or bool(direct.send_now(frame))  # no payloads: nothing to send
 
             self._push = push
         if self.kind == "audio":
