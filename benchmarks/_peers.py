@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import multiprocessing as mp
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, cast
@@ -533,43 +534,51 @@ def _isolated_step(mode: str, width: int, height: int) -> Any:
     decoder = av.CodecContext.create("vp8" if mode == "callrt" else "libvpx", "r")
     clock = time.thread_time
     spent = dict.fromkeys(ISOLATED_STAGES, 0.0)
+    convert: Callable[[int], Any]
+    encode: Callable[[Any], Any]
+    decode: Callable[[Any], None]
     if mode == "callrt":
         conv = Converter()
         enc = VideoEncoder(fixed_settings())
 
-        def step(i: int) -> None:
-            t0 = clock()
-            frame = conv.to_frame(camera.frames[i % 30], pts=i * 3000)
-            t1 = clock()
-            packets = enc.encode(frame)
-            t2 = clock()
+        def convert(i: int) -> Any:
+            return conv.to_frame(camera.frames[i % 30], pts=i * 3000)
+
+        encode = enc.encode
+
+        def decode(packets: Any) -> None:
             for p in packets:
                 for d in decoder.decode(av.Packet(bytes(p))):
                     _ = d.planes
-            t3 = clock()
-            spent["convert"] += t1 - t0
-            spent["encode"] += t2 - t1
-            spent["decode"] += t3 - t2
     else:
         from aiortc.codecs.vpx import vp8_depayload
 
         aenc = Vp8Encoder()
         aenc.target_bitrate = BITRATE
 
-        def step(i: int) -> None:
-            t0 = clock()
+        def convert(i: int) -> Any:
             f = av.VideoFrame.from_ndarray(camera.frames[i % 30], format="bgr24")
             f.pts, f.time_base = i * 3000, VIDEO_TIME_BASE
-            t1 = clock()
-            payloads, _ = aenc.encode(f)  # aiortc's encoder reformats to I420 itself
-            t2 = clock()
-            data = b"".join(vp8_depayload(p) for p in payloads)
-            for d in decoder.decode(av.Packet(data)):
+            return f
+
+        def encode(f: Any) -> Any:
+            return aenc.encode(f)[0]  # its payloads; aiortc's encoder reformats to I420 itself
+
+        def decode(payloads: Any) -> None:
+            for d in decoder.decode(av.Packet(b"".join(vp8_depayload(p) for p in payloads))):
                 d.to_ndarray()
-            t3 = clock()
-            spent["convert"] += t1 - t0
-            spent["encode"] += t2 - t1
-            spent["decode"] += t3 - t2
+
+    def step(i: int) -> None:
+        t0 = clock()
+        frame = convert(i)
+        t1 = clock()
+        encoded = encode(frame)
+        t2 = clock()
+        decode(encoded)
+        t3 = clock()
+        spent["convert"] += t1 - t0
+        spent["encode"] += t2 - t1
+        spent["decode"] += t3 - t2
 
     for i in range(5):  # encoder and decoder warm: first keyframe, allocations
         step(i)

@@ -66,6 +66,7 @@ def thread_cpu() -> dict[int, float]:
 
 
 def snapshot() -> CpuSnapshot:
+    """The process's CPU now: its total, each live thread's, and each thread's role by its name."""
     names = {t.native_id: t.name for t in threading.enumerate() if t.native_id is not None}
     main = threading.main_thread().native_id
     threads = thread_cpu()
