@@ -3,15 +3,19 @@
 aiortc's ``RemoteStreamTrack`` queues every decoded frame in an unbounded ``asyncio.Queue``;
 a sink drains it continuously in its own task so that queue stays empty, and keeps at most
 ``maxsize`` frames of its own, dropping the oldest (``stats().dropped`` counts them). Nothing
-grows when nobody consumes.
+grows when nobody consumes. Where callrt's receive path decodes the track
+(``media.inline_decode.hook_decoder``, as every call does), the sink takes each frame straight
+from the decoder instead (``consume_directly``): no queue and no task wake-up per frame; its task
+then only waits for the track to end.
 
 Video frames arrive as ``PlanarVideoFrame`` views of the decoder's planes (no copy); BGR is
 produced only by ``to_bgr()``, into a reused buffer. Audio frames are int16 views of the
 decoder's s16 output.
 
 Consume with ``async for frame in sink``, ``await sink.recv()``, ``sink.latest()`` or
-``sink.on_frame(callback)``; callbacks run inline in the drain task, so keep them short
-(copy what you need, hand the rest to a queue). ``aclose()`` cancels and awaits the task.
+``sink.on_frame(callback)``; callbacks run on the loop as each frame arrives (in the receive
+path, or in the drain task), so keep them short (copy what you need, hand the rest to a queue).
+``aclose()`` cancels and awaits the task.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from media.avframes import audio_from_av, from_av
 from media.convert import Converter, PixelFormat
 from media.errors import MediaError, PipelineClosed
 from media.frames import AudioFrame, PlanarVideoFrame, VideoFrame
+from media.inline_decode import consume_directly, stop_consuming
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +66,7 @@ class _Sink(Generic[F]):
         self._queue: DropOldestQueue[F] = DropOldestQueue(maxsize)
         self._latest: F | None = None
         self._callbacks: list[Callable[[F], None]] = []
+        self._accept = self._take  # one bound method: the decoder's consumer, removed by identity
         self._task: asyncio.Task[None] | None = None
         self._ended = asyncio.Event()
         self._closed = False
@@ -138,29 +144,38 @@ class _Sink(Generic[F]):
 
     async def _drain(self) -> None:
         try:
+            # From the task's first step, where frames already waiting were always taken (so a
+            # callback registered just after the constructor still sees them). If another sink
+            # already takes this track's frames, recv() brings them.
+            consume_directly(self.track, self._accept)
             while True:
                 try:
                     raw = await self.track.recv()
                 except MediaStreamError:
                     break
-                try:
-                    frame = self._convert(raw)
-                except MediaError:
-                    logger.exception("sink: dropping an unconvertible frame")
-                    continue
-                self.received += 1
-                self._tick()
-                self._latest = frame
-                self._queue.put(frame)
-                for cb in tuple(self._callbacks):
-                    try:
-                        cb(frame)
-                    except Exception:
-                        logger.exception("sink callback %r failed", cb)
+                self._take(raw)
         finally:
             self._finish()
 
+    def _take(self, raw: Any) -> None:
+        """One decoded frame, from the track (drain task) or straight from callrt's decoder."""
+        try:
+            frame = self._convert(raw)
+        except MediaError:
+            logger.exception("sink: dropping an unconvertible frame")
+            return
+        self.received += 1
+        self._tick()
+        self._latest = frame
+        self._queue.put(frame)
+        for cb in tuple(self._callbacks):
+            try:
+                cb(frame)
+            except Exception:
+                logger.exception("sink callback %r failed", cb)
+
     def _finish(self) -> None:
+        stop_consuming(self.track, self._accept)
         self._queue.close()
         self._ended.set()
 
@@ -181,8 +196,8 @@ class VideoSink(_Sink[PlanarVideoFrame]):
     """Drains a remote video track into ``PlanarVideoFrame`` views (module doc). Default 4 frames queued."""
 
     def __init__(self, track: MediaStreamTrack, maxsize: int = 4, *, autostart: bool = True) -> None:
-        super().__init__(track, maxsize, autostart=autostart)
         self._converter = Converter(ring=2)
+        super().__init__(track, maxsize, autostart=autostart)
 
     def _convert(self, frame: av.VideoFrame) -> PlanarVideoFrame:
         return from_av(frame, capture_time=time.time())

@@ -20,12 +20,14 @@ from media.inline_decode import (
     _FFmpegVp8,
     _InlineDecoder,
     _ThreadDecoder,
+    consume_directly,
     decode_on_loop,
     hook_decoder,
+    stop_consuming,
 )
 from media.sinks import VideoSink
 from media.testing import PatternVideoSource, read_index
-from tests.media.helpers import connect, eventually
+from tests.media.helpers import connect, eventually, next_indices
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -160,3 +162,65 @@ async def test_video_decoded_on_aiortc_thread_hands_frames_over_bounded(monkeypa
         assert all(f.time_base == Fraction(1, 90_000) for f in frames) and pts == sorted(pts)
         assert (pts[-1] - pts[0]) / 90_000 == pytest.approx((indices[-1] - indices[0]) / 30, abs=0.1)
         assert waiting[-1] >= stand_in.decoded - 10
+
+
+@pytest.mark.parametrize("threads", ["0", "1"])
+async def test_a_sink_takes_frames_straight_from_the_decoder_after_those_waiting(
+        monkeypatch: pytest.MonkeyPatch, threads: str) -> None:
+    """A sink takes the frames waiting on the track first, then each frame from the decoder as it is
+    decoded (none through the track's queue), every one in order; closed, frames queue on the track again."""
+    monkeypatch.setenv(CODEC_THREADS_ENV, threads)
+    async with _pattern_to_one_peer(lambda t: t) as (_, (_, receiver), track):
+        stand_in = receiver._RTCRtpReceiver__decoder_queue
+        await eventually(lambda: stand_in.decoded >= 8, timeout=10)  # nobody reads yet: the newest 4 wait
+        sink = VideoSink(track, autostart=False)
+        seen: list[int] = []
+        sink.on_frame(lambda f: seen.append(read_index(f)))
+        waiting = [read_index(from_av(f)) for f in list(track._queue._queue)]
+        assert len(waiting) == MAX_QUEUED["video"] and stand_in.handed == 0
+        sink.start()
+        await eventually(lambda: len(seen) >= len(waiting) + 20, timeout=10)
+        assert seen[: len(waiting)] == waiting
+        assert seen == sorted(seen) and len(set(seen)) == len(seen)
+        assert stand_in.handed >= 20 and track._queue.qsize() == 0
+        assert sink.received == len(seen) and read_index(sink.latest()) == seen[-1]
+        await sink.aclose()
+        handed = stand_in.handed
+        await eventually(lambda: track._queue.qsize() >= 2, timeout=5)
+        assert stand_in.handed == handed and track._queue.qsize() <= MAX_QUEUED["video"]
+
+
+async def test_a_directly_fed_sink_still_ends_with_its_track() -> None:
+    async with _pattern_to_one_peer(VideoSink) as (_, (_, receiver), sink):
+        indices = await next_indices(sink, 10)
+        assert indices == sorted(indices)
+        assert receiver._RTCRtpReceiver__decoder_queue.handed >= 10
+    # the peers closed: aiortc ends the track through its queue, and the sink ends with it
+    await asyncio.wait_for(sink.wait_ended(), 5)
+    assert sink.stats().ended and not hasattr(sink.track, "_callrt_consumer")
+    await sink.aclose()
+
+
+async def test_one_direct_consumer_per_track_and_its_errors_stay_out_of_the_receive_path(
+        caplog: pytest.LogCaptureFixture) -> None:
+    async with _pattern_to_one_peer(VideoSink) as (_, (_, receiver), sink):
+        await next_indices(sink, 3)
+        track, stand_in = sink.track, receiver._RTCRtpReceiver__decoder_queue
+        calls: list[int] = []
+
+        def broken(frame: Any) -> None:
+            calls.append(1)
+            raise RuntimeError("consumer bug")
+
+        assert consume_directly(track, broken) is False  # the sink has it
+        await sink.aclose()
+        assert consume_directly(track, broken) is True
+        try:
+            await eventually(lambda: len(calls) >= 5, timeout=10)
+            decoded = stand_in.decoded
+            await eventually(lambda: stand_in.decoded >= decoded + 5, timeout=10)  # the receive path goes on
+        finally:
+            stop_consuming(track, broken)
+        assert "consumer bug" in caplog.text and "direct consumer" in caplog.text
+        stop_consuming(track, broken)  # idempotent
+        assert not hasattr(track, "_callrt_consumer")
