@@ -341,21 +341,23 @@ class LazyAudioFrame(AudioFrame):
     def __init__(self, make_samples: Callable[[object, int, int], np.ndarray], owner: object, num_samples: int,
                  channels: int, sample_rate: int = AUDIO_SAMPLE_RATE, pts: int = 0,
                  capture_time: float | None = None) -> None:
-        _SAMPLES_SLOT.__set__(self, None)
+        # one per received 20 ms packet, right after the decoder ran: as few steps as possible
+        # (the samples slot stays unset until ``samples`` is read)
         self.sample_rate = sample_rate
         self.pts = pts
         self.capture_time = time.time() if capture_time is None else capture_time
-        self._make, self._owner, self._n, self._ch = make_samples, owner, num_samples, channels
+        self._make = make_samples
+        self._owner = owner
+        self._n = num_samples
+        self._ch = channels
 
     @property
     def samples(self) -> np.ndarray:
-        s = _SAMPLES_SLOT.__get__(self)
-        if s is None:
-            assert self._make is not None
-            s = self._make(self._owner, self._n, self._ch)
-            _SAMPLES_SLOT.__set__(self, s)
+        make = self._make
+        if make is not None:
+            _SAMPLES_SLOT.__set__(self, make(self._owner, self._n, self._ch))
             self._make = None
-        return s
+        return _SAMPLES_SLOT.__get__(self)
 
     @samples.setter
     def samples(self, value: np.ndarray) -> None:
