@@ -5,7 +5,8 @@
 A real-time pipeline sleeps between frames (33 ms at 30 fps), and the event loop's work per frame
 is many short steps, each on its own code path: SRTP-protect a packet, ``sendto`` it, split a
 frame into RTP payloads, convert a camera frame. Each row times one such step on this thread
-(CPU time, ``time.thread_time_ns``: what the end-to-end benchmark counts) the first time after
+(the process's CPU time, ``time.process_time_ns``, so a step that OpenCV splits over its pool
+counts whole, as the end-to-end benchmark counts every thread) the first time after
 sleeping ``gap`` ms, against the same step back to back (the baseline, same run). On a machine
 whose caches survive a short sleep the ratio is near 1; where they do not (a shared VM whose
 cores idle), every short step on the loop pays it once per frame, and that, not the number of

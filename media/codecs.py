@@ -493,31 +493,15 @@ class AudioDecoder:
         if pts is not None:
             packet.pts = pts
             packet.time_base = OPUS_TIME_BASE
+        frames = self.decode_av(packet)
         # The context was opened for packed s16 with our channel count at 48 kHz, and libopus
         # decodes to that, so the frames are that: hand out lazy views (made on first access to
-        # ``samples``). A packet in step (where the last one ended, or untimed) is decoded right
-        # here: this runs once per 20 ms packet just after the codec, where each step costs
-        # several times its cost in a loop of its own (the wrapper adds ~1 us to a 26-45 us decode).
-        c = self.concealment
-        at = packet.pts
-        if c is not None and at is not None and at != c.expected:
-            frames = self.decode_av(packet)  # a gap to conceal, or the first packet
-        else:
-            try:
-                frames = self._ctx.decode(packet)
-            except av.FFmpegError as exc:
-                raise DecodeError(f"opus decode: {exc}") from exc
-            self.decodes += 1
-            if len(frames) == 1:  # the usual case, without a comprehension's extra frame
-                f = frames[0]
-                n = f.samples
-                if c is not None and at is not None:
-                    c.expected = at + n
-                return [LazyAudioFrame(_s16_view, f, n, self.channels, AUDIO_SAMPLE_RATE, f.pts or 0, time.time())]
-            if c is not None and at is not None and frames:
-                c.done(at, sum(f.samples for f in frames))
+        # ``samples``).
         ch = self.channels
         now = time.time()
+        if len(frames) == 1:  # the usual case, without a comprehension's extra frame
+            f = frames[0]
+            return [LazyAudioFrame(_s16_view, f, f.samples, ch, AUDIO_SAMPLE_RATE, f.pts or 0, now)]
         return [LazyAudioFrame(_s16_view, f, f.samples, ch, AUDIO_SAMPLE_RATE, f.pts or 0, now) for f in frames]
 
     def decode_av(self, packet: av.Packet) -> list[av.AudioFrame]:

@@ -66,7 +66,6 @@ class _Sink(Generic[F]):
         self._queue: DropOldestQueue[F] = DropOldestQueue(maxsize)
         self._latest: F | None = None
         self._callbacks: list[Callable[[F], None]] = []
-        self._accept = self._take  # one bound method: the decoder's consumer, removed by identity
         self._task: asyncio.Task[None] | None = None
         self._ended = asyncio.Event()
         self._closed = False
@@ -147,7 +146,7 @@ class _Sink(Generic[F]):
             # From the task's first step, where frames already waiting were always taken (so a
             # callback registered just after the constructor still sees them). If another sink
             # already takes this track's frames, recv() brings them.
-            consume_directly(self.track, self._accept)
+            consume_directly(self.track, self._take)
             while True:
                 try:
                     raw = await self.track.recv()
@@ -175,7 +174,7 @@ class _Sink(Generic[F]):
                 logger.exception("sink callback %r failed", cb)
 
     def _finish(self) -> None:
-        stop_consuming(self.track, self._accept)
+        stop_consuming(self.track, self._take)
         self._queue.close()
         self._ended.set()
 
