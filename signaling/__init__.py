@@ -32,6 +32,8 @@ _EXPORTS = {
     "PayloadTooLarge": "signaling.errors",
     "PermissionDenied": "signaling.errors",
     "RateLimited": "signaling.errors",
+    "RemoteParticipant": "signaling.rtc.remote",
+    "RemoteTrack": "signaling.rtc.remote",
     "ServerClient": "signaling.client",
     "SignalingError": "signaling.errors",
     "Unauthenticated": "signaling.errors",

@@ -11,7 +11,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
@@ -35,6 +35,7 @@ from signaling.models import (
 
 if TYPE_CHECKING:
     from signaling.client import Client
+    from signaling.rtc.remote import RemoteTrack
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +85,47 @@ class Call:
         """Remote participants with media (``RemoteParticipant``: ``.video``/``.audio`` sinks), by session id."""
         return dict(self.media.remote) if self.media is not None else {}
 
+    async def wait_for_track(self, kind: Literal["audio", "video"] = "video", *, user_id: str | None = None,
+                             timeout: float | None = None) -> RemoteTrack:
+        """A remote participant's ``kind`` track (``.participant``, ``.sink``): one already received,
+        else the next to arrive; ``user_id`` narrows it to that user's.
+
+        Right after ``join()`` the others are known but their tracks are still being negotiated
+        (``participant.video`` is None until then): this waits for them. Raises ``InvalidState``
+        when the call is not joined or is left while waiting, ``TimeoutError`` after ``timeout`` s.
+        """
+        if kind not in ("audio", "video"):
+            raise InvalidRequest(f"kind must be 'audio' or 'video', not {kind!r}")
+        joined = (CallingState.JOINED, CallingState.RECONNECTING)
+        if self.state.calling_state not in joined:
+            raise InvalidState(f"call {self.cid} is not joined ({self.state.calling_state.value})")
+        from signaling.rtc.remote import RemoteTrack  # the media runtime, loaded once joined with media
+
+        for p in self.remote_participants.values():
+            sink = getattr(p, kind, None)
+            if sink is not None and (user_id is None or p.user_id == user_id):
+                return RemoteTrack(p, kind, sink)
+        got: asyncio.Future[RemoteTrack] = asyncio.get_running_loop().create_future()
+
+        def on_track(track: RemoteTrack) -> None:
+            if not got.done() and track.kind == kind and user_id in (None, track.participant.user_id):
+                got.set_result(track)
+
+        def on_state(state: CallingState) -> None:
+            if not got.done() and state not in joined:
+                got.set_exception(InvalidState(f"call {self.cid} was left while waiting for a {kind} track"))
+
+        offs = (self._emitter.on("track.added", on_track), self._emitter.on("calling_state.changed", on_state))
+        try:
+            async with asyncio.timeout(timeout):
+                return await got
+        except TimeoutError:
+            whose = f" from {user_id}" if user_id else ""
+            raise TimeoutError(f"no {kind} track{whose} arrived in {self.cid} within {timeout} s") from None
+        finally:
+            for off in offs:
+                off()
+
     @property
     def session_id(self) -> str | None:
         return self.participant.session_id if self.participant else None
@@ -98,7 +140,9 @@ class Call:
         """Subscribe to this call's events (``"call.updated"``, ..., or ``"*"``); returns an unsubscriber.
 
         Besides server events, local ones: ``calling_state.changed``, ``camera.changed``,
-        ``microphone.changed``, ``camera.error``, ``microphone.error``.
+        ``microphone.changed``, ``camera.error``, ``microphone.error``, ``track.added`` (a
+        ``RemoteTrack``), ``participant.tracks_changed`` and ``participant.left`` (a
+        ``RemoteParticipant``).
         """
         return self._emitter.on(event_type, handler)
 

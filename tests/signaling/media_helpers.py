@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,13 +33,7 @@ async def make_bot(coord: EmbeddedCoordinator, user: str, call_id: str, freq: fl
 
 async def remote_of(call: Call, user_id: str, kind: str = "video", timeout: float = 15.0):
     """The remote participant ``user_id`` once its ``kind`` sink exists."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for p in call.remote_participants.values():
-            if p.user_id == user_id and getattr(p, kind) is not None:
-                return p
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{call.client.user_id} got no {kind} from {user_id} within {timeout}s")
+    return (await call.wait_for_track(kind, user_id=user_id, timeout=timeout)).participant  # type: ignore[arg-type]
 
 
 async def frame_indices(sink, n: int = 15, timeout: float = 10.0) -> list[int]:

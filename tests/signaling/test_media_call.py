@@ -9,7 +9,7 @@ import pytest
 import websockets
 
 from media.inline_decode import _InlineDecoder
-from signaling import CallingState, DeviceStatus
+from signaling import CallingState, DeviceStatus, InvalidRequest, InvalidState
 from signaling.server import EmbeddedCoordinator
 from tests.conftest import API_KEY, eventually, make_config
 from tests.signaling.media_helpers import assert_in_order, frame_indices, make_bot, remote_of, tone_frequency
@@ -70,6 +70,40 @@ async def test_three_participants_each_receive_both_others(bots):
         for link in me.call.media.links.values():
             receivers = [t.receiver for t in link.pc.getTransceivers() if t.kind == "audio"]
             assert receivers and all(isinstance(r._RTCRtpReceiver__decoder_queue, _InlineDecoder) for r in receivers)
+
+
+async def test_wait_for_track_returns_a_track_that_arrives_later_or_is_already_there(bots):
+    alice, bob = await bots("alice", "waitfor", 440), await bots("bob", "waitfor", 660)
+    await alice.call.join(create=True)
+    # asked before bob is in the call: resolved when his track arrives
+    waiting = asyncio.ensure_future(alice.call.wait_for_track("video", user_id="bob", timeout=20))
+    await asyncio.sleep(0.2)
+    assert not waiting.done()
+    await bob.call.join()
+    track = await waiting
+    assert (track.kind, track.participant.user_id) == ("video", "bob")
+    assert_in_order(await frame_indices(track.sink))
+    # asked again: the same sink, at once
+    again = await alice.call.wait_for_track("video", timeout=0.01)
+    assert again.sink is track.sink
+    audio = await bob.call.wait_for_track("audio", user_id="alice", timeout=20)
+    assert abs(await tone_frequency(audio.sink) - 440) < 5
+
+
+async def test_wait_for_track_errors(bots):
+    alice = await bots("alice", "waitfor-errors", 440)
+    with pytest.raises(InvalidState):  # not joined
+        await alice.call.wait_for_track("video")
+    await alice.call.join(create=True)
+    with pytest.raises(InvalidRequest):
+        await alice.call.wait_for_track("screen")  # type: ignore[arg-type]
+    with pytest.raises(TimeoutError, match="no video track from nobody"):
+        await alice.call.wait_for_track("video", user_id="nobody", timeout=0.3)
+    waiting = asyncio.ensure_future(alice.call.wait_for_track("audio"))
+    await asyncio.sleep(0.1)
+    await alice.call.leave()
+    with pytest.raises(InvalidState, match="was left"):
+        await waiting
 
 
 async def test_mute_and_unmute_mid_call_on_the_same_connection(bots):
