@@ -32,9 +32,9 @@ def _exists(module: str) -> bool:
         return False
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m benchmarks") -> int:
     """Run the named programs (default: all registered); returns the worst exit code."""
-    p = argparse.ArgumentParser(prog="python -m benchmarks", description="Run callrt benchmark programs.")
+    p = argparse.ArgumentParser(prog=prog, description="Run callrt benchmark programs.")
     p.add_argument("names", nargs="*", metavar="NAME", help=f"any of {', '.join(REGISTRY)} (default: all)")
     p.add_argument("--quick", action="store_true", help="tiny iteration counts")
     p.add_argument("--json", metavar="DIR", help="write DIR/NAME.json for each program")

@@ -12,13 +12,15 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import signal
 import sys
 import time
 from typing import Any
 
-from media.frames import AudioFrame
+from media.frames import AUDIO_SAMPLE_RATE, AudioFrame
 from media.source import Source
+from signaling.cli_args import parse_resolution
 from signaling.client import Client
 from signaling.errors import InvalidRequest
 from signaling.rtc.remote import RemoteTrack
@@ -34,7 +36,10 @@ def video_source(spec: str, width: int, height: int) -> Source[Any] | None:
         return None
     if kind == "pattern":
         if arg:
-            width, height = (int(v) for v in arg.lower().split("x"))
+            try:
+                width, height = parse_resolution(arg)
+            except InvalidRequest as exc:
+                raise InvalidRequest(f"--video {spec}: {exc.message}") from None
         return devices.TestPattern(width, height)
     if kind == "camera":
         device: int | str = int(arg) if arg.isdigit() else (arg or 0)
@@ -55,7 +60,14 @@ def audio_source(spec: str) -> Source[Any] | None:
     if kind == "none":
         return None
     if kind == "tone":
-        return devices.Tone(float(arg) if arg else 440.0)
+        try:
+            frequency = float(arg) if arg else 440.0
+        except ValueError:
+            frequency = math.nan
+        if not 0 < frequency < AUDIO_SAMPLE_RATE / 2:
+            raise InvalidRequest(f"--audio {spec}: the tone's frequency must be a number of Hz "
+                                 f"between 0 and {AUDIO_SAMPLE_RATE // 2}, e.g. tone:440")
+        return devices.Tone(frequency)
     if kind == "mic":
         device: int | str | None = int(arg) if arg.isdigit() else (arg or None)
         return devices.Microphone(device)
@@ -75,16 +87,16 @@ async def run_bot(args: argparse.Namespace) -> int:
         token = TokenIssuer(args.api_key or "", args.api_secret).create_user_token(args.user)
     if not args.api_key:
         raise InvalidRequest("set --api-key or CALLRT_API_KEY")
-    width, height = (int(v) for v in args.resolution.lower().split("x"))
+    width, height = parse_resolution(args.resolution)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    video, audio = video_source(args.video, width, height), audio_source(args.audio)  # bad specs: before connecting
     speaker = None
     async with Client(args.url, api_key=args.api_key, token=token) as client:
         call = client.call(call_type, call_id)
-        video, audio = video_source(args.video, width, height), audio_source(args.audio)
         if video is None:
             await call.camera.disable()
         else:

@@ -14,11 +14,10 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from typing import Any
 
 from media.errors import CallrtError
-from signaling import event_loop
+from signaling import cli_args, event_loop
 from signaling.client import DEFAULT_URL, ServerClient
 from signaling.errors import InvalidRequest
 from signaling.models import CAPABILITIES, ROLES
@@ -26,6 +25,9 @@ from signaling.swarm.cli import add_swarm_parser
 from signaling.tables import print_error, table
 
 logger = logging.getLogger("callrt")
+
+LOG_LEVELS = ["critical", "error", "warning", "info", "debug", "trace"]
+"""uvicorn's log levels (``callrt serve --log-level``)."""
 
 
 def _out(args: argparse.Namespace, data: Any, human: str | Callable[[], str]) -> None:
@@ -44,7 +46,7 @@ def _dump(model: Any) -> Any:
 def _server_client(args: argparse.Namespace) -> ServerClient:
     if not args.api_key or not args.api_secret:
         raise InvalidRequest("set --api-key/--api-secret or CALLRT_API_KEY/CALLRT_API_SECRET "
-                             "(`callrt serve` prints a development pair when it generates one)")
+                             "(`callrt serve` started without keys prints its development pair)")
     return ServerClient(args.url, api_key=args.api_key, api_secret=args.api_secret)
 
 
@@ -52,20 +54,26 @@ def _server_client(args: argparse.Namespace) -> ServerClient:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import sqlite3
+
     import uvicorn
 
     from signaling.gc_tuning import tune_gc
     from signaling.server.app import create_app
-    from signaling.server.config import ServerConfig, generate_dev_keys, uvicorn_options
+    from signaling.server.config import ServerConfig, stored_dev_keys, uvicorn_options
 
     key, secret, dev = args.api_key, args.api_secret, False
-    if not key or not secret:
-        key, secret = generate_dev_keys()
-        dev = True
-    config = ServerConfig(api_key=key, api_secret=secret, db_path=args.db, dev_keys=dev,
-                          public_url=args.public_url,
-                          ice_servers=[_ice_server(spec) for spec in args.ice_server],
-                          rate_limit_per_s=args.rate_limit, rate_limit_burst=args.rate_burst)
+    try:
+        if not key or not secret:  # the database's development pair: the same after a restart on the same --db
+            key, secret = stored_dev_keys(args.db)
+            dev = True
+        config = ServerConfig(api_key=key, api_secret=secret, db_path=args.db, dev_keys=dev,
+                              public_url=args.public_url,
+                              ice_servers=[_ice_server(spec) for spec in args.ice_server],
+                              rate_limit_per_s=args.rate_limit, rate_limit_burst=args.rate_burst)
+        app = create_app(config)
+    except sqlite3.Error as exc:
+        raise InvalidRequest(f"--db {args.db}: cannot use it as the coordinator's SQLite database ({exc})") from exc
     url = args.public_url or f"http://{args.host}:{args.port}"
     info = {"url": url, "db": args.db, "api_key": key, "dev_keys": dev}
     if dev:
@@ -75,9 +83,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     else:
         print(f"callrt coordinator on {url} (db: {args.db})", flush=True)
         if dev:
-            print("No keys given: generated a development pair. Use it with:", flush=True)
+            where = "a new one, gone when the server stops" if args.db == ":memory:" else f"kept in {args.db}"
+            print(f"No keys given: using the development pair ({where}). Use it with:", flush=True)
             print(f"  export CALLRT_URL={url} CALLRT_API_KEY={key} CALLRT_API_SECRET={secret}", flush=True)
-    app = create_app(config)
     tune_gc()  # after the app is built, so its objects are frozen out of later collections
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
                 **uvicorn_options())  # type: ignore[arg-type]
@@ -175,12 +183,24 @@ async def cmd_call_type(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- calls
 
 
+def call_state(call: Any) -> str:
+    """``ended``, ``backstage`` (not ended, backstage on and not live) or ``open``: one word for ``call list``
+    and ``call get`` alike."""
+    if call.ended_at:
+        return "ended"
+    return "backstage" if call.backstage else "open"
+
+
+def _participant_count(call: Any) -> int:
+    return len(call.session.participants) if call.session else 0
+
+
 def _call_summary(call: Any) -> str:
     members = ", ".join(f"{m.user_id}({m.role or 'call_member'})" for m in call.members) or "-"
     participants = ", ".join(p.user_id for p in (call.session.participants if call.session else [])) or "-"
-    state = "ended" if call.ended_at else ("backstage" if call.backstage else "open")
-    return (f"{call.cid}: {state}, created by {call.created_by} at {call.created_at:%Y-%m-%d %H:%M:%S}\n"
-            f"  members: {members}\n  participants: {participants}\n  custom: {json.dumps(call.custom)}\n"
+    return (f"{call.cid}: {call_state(call)}, created by {call.created_by} at {call.created_at:%Y-%m-%d %H:%M:%S}\n"
+            f"  members: {members}\n  participants ({_participant_count(call)}): {participants}\n"
+            f"  custom: {json.dumps(call.custom)}\n"
             f"  team: {call.team or '-'}  starts_at: {call.starts_at or '-'}")
 
 
@@ -189,8 +209,7 @@ async def cmd_call(args: argparse.Namespace) -> int:
         if args.action == "list":
             calls = await sc.list_calls()
             _out(args, _dump(calls), lambda: table(
-                [[c.cid, "ended" if c.ended_at else "active", c.created_by,
-                  len(c.session.participants) if c.session else 0] for c in calls],
+                [[c.cid, call_state(c), c.created_by, _participant_count(c)] for c in calls],
                 ["call", "state", "created_by", "participants"]))
             return 0
         call = sc.call(args.type, args.id)
@@ -202,12 +221,12 @@ async def cmd_call(args: argparse.Namespace) -> int:
                 user_id, _, role = spec.partition(":")
                 members.append({"user_id": user_id, **({"role": role} if role else {})})
             data: dict[str, Any] = {"created_by_id": args.created_by, "members": members,
-                                    "custom": json.loads(args.custom) if args.custom else {},
+                                    "custom": args.custom or {},
                                     "settings_override": _parse_settings(args.settings or [])}
             if args.team:
                 data["team"] = args.team
             if args.starts_at:
-                data["starts_at"] = datetime.fromisoformat(args.starts_at)
+                data["starts_at"] = args.starts_at
             result = await call.get_or_create(data=data, ring=args.ring, notify=args.notify)
         elif args.action == "end":
             result = await call.end_call()
@@ -264,40 +283,65 @@ def cmd_devices(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from benchmarks.__main__ import main as bench_main
 
-    return int(bench_main(args.bench_args) or 0)
+    return int(bench_main(args.bench_args, prog="callrt bench") or 0)
 
 
 # ---------------------------------------------------------------- parser
 
 
-def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", default=os.environ.get("CALLRT_URL", DEFAULT_URL), help="coordinator URL")
-    common.add_argument("--api-key", default=os.environ.get("CALLRT_API_KEY"))
-    common.add_argument("--api-secret", default=os.environ.get("CALLRT_API_SECRET"))
-    common.add_argument("--json", action="store_true", help="print one JSON document")
-    common.add_argument("-v", "--verbose", action="count", default=0)
+VALUE_OPTIONS = ("--url", "--api-key", "--api-secret")
+"""The common options that take a value (the rest are flags)."""
 
-    parser = argparse.ArgumentParser(prog="callrt", description=__doc__, parents=[common],
+
+def _common_options(*, inherited: bool) -> argparse.ArgumentParser:
+    """The options every command takes, before or after its name.
+
+    ``callrt``'s own parser holds the defaults (``--url`` is resolved by ``parse_args``); the copies on
+    the subcommands are ``inherited``: set only when given there, so a value given before the
+    subcommand survives, and one given after it wins.
+    """
+    def default(value: Any) -> Any:
+        return argparse.SUPPRESS if inherited else value
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", default=default(None),
+                        help=f"coordinator URL (default: CALLRT_URL, else {DEFAULT_URL})")
+    common.add_argument("--api-key", default=default(os.environ.get("CALLRT_API_KEY")),
+                        help="API key (default: CALLRT_API_KEY)")
+    common.add_argument("--api-secret", default=default(os.environ.get("CALLRT_API_SECRET")),
+                        help="API secret (default: CALLRT_API_SECRET)")
+    common.add_argument("--json", action="store_true", default=default(False), help="print one JSON document")
+    common.add_argument("-v", "--verbose", action="count", default=default(0), help="more logging (-vv: debug)")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """``callrt``'s parser; use ``parse_args``, which also fills in ``--url``'s default."""
+    top = _common_options(inherited=False)
+    common = _common_options(inherited=True)
+
+    parser = argparse.ArgumentParser(prog="callrt", description=__doc__, parents=[top],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("serve", parents=[common], help="run the coordinator")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=3080)
-    p.add_argument("--db", default="callrt.db", help="SQLite file (or :memory:)")
+    p.add_argument("--port", type=cli_args.port, default=3080, help="1..65535 (default 3080)")
+    p.add_argument("--db", default="callrt.db", help="SQLite file (or :memory:); also keeps the generated "
+                   "development key pair, so it survives restarts")
     p.add_argument("--public-url", default=None, help="URL clients reach this server at")
     p.add_argument("--ice-server", action="append", default=[], metavar="URL[,USER,CREDENTIAL]",
                    help="STUN/TURN server handed to participants, e.g. turn:coturn:3478,user,pass (repeat)")
-    p.add_argument("--rate-limit", type=float, default=20.0, metavar="PER_S",
+    p.add_argument("--rate-limit", type=cli_args.non_negative, default=20.0, metavar="PER_S",
                    help="call creations plus joins a user may make per second (0: no limit)")
-    p.add_argument("--rate-burst", type=int, default=50, metavar="N", help="burst allowed above --rate-limit")
-    p.add_argument("--log-level", default="info")
+    p.add_argument("--rate-burst", type=cli_args.integer(1), default=50, metavar="N",
+                   help="burst allowed above --rate-limit (>= 1)")
+    p.add_argument("--log-level", default="info", choices=LOG_LEVELS)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("token", parents=[common], help="mint a user token")
     p.add_argument("user_id")
-    p.add_argument("--expires-in", type=float, default=None, help="seconds")
+    p.add_argument("--expires-in", type=cli_args.positive, default=None, help="seconds (> 0; default: never)")
     p.set_defaults(func=cmd_token)
 
     p = sub.add_parser("user", parents=[common], help="create/update or show a user")
@@ -341,10 +385,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("id")
     q.add_argument("--created-by", required=True, help="user id of the creator")
     q.add_argument("--member", action="append", metavar="USER[:ROLE]")
-    q.add_argument("--custom", help="JSON object")
+    q.add_argument("--custom", type=cli_args.json_object, help="JSON object")
     q.add_argument("--settings", nargs="*", metavar="KEY.PATH=VALUE")
     q.add_argument("--team")
-    q.add_argument("--starts-at", help="ISO 8601 time")
+    q.add_argument("--starts-at", type=cli_args.iso_time, help="ISO 8601 time, e.g. 2025-01-31T18:00:00+00:00")
     q.add_argument("--ring", action="store_true")
     q.add_argument("--notify", action="store_true")
     p.set_defaults(func=cmd_call)
@@ -355,11 +399,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_walkthrough)
 
     p = sub.add_parser("demo", parents=[common], help="the main job: an embedded coordinator and bots in a call")
-    p.add_argument("--bots", type=int, default=2)
-    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--bots", type=cli_args.integer(2), default=2, help="participants (>= 2, default 2)")
+    p.add_argument("--seconds", type=cli_args.positive, default=10.0, help="how long to run (> 0, default 10)")
     p.add_argument("--codec", choices=["vp8", "h264"], default="vp8")
-    p.add_argument("--resolution", default="640x480")
-    p.add_argument("--snapshot", default=None, help="save received frames side by side to this PNG")
+    p.add_argument("--resolution", type=cli_args.resolution, default="640x480", metavar="WxH",
+                   help="even width and height (default 640x480)")
+    p.add_argument("--snapshot", default=None, metavar="PATH.png",
+                   help="save received frames side by side to this image (an extension OpenCV writes)")
     p.add_argument("--against-url", action="store_true",
                    help="run the bots on the coordinator at --url (e.g. one you watch in the browser)")
     p.add_argument("--call-id", default=None, help="call id (default demo-<timestamp>)")
@@ -373,17 +419,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video", default="pattern", help="pattern[:WxH] | camera[:DEV] | file:PATH | screen[:DISPLAY]"
                                                      " | lavfi:GRAPH | none")
     p.add_argument("--audio", default="tone:440", help="tone[:HZ] | mic[:NAME] | file:PATH | none")
-    p.add_argument("--resolution", default="640x480")
+    p.add_argument("--resolution", type=cli_args.resolution, default="640x480", metavar="WxH",
+                   help="even width and height (default 640x480)")
     p.add_argument("--speaker", action="store_true", help="play remote audio on the default output")
     p.add_argument("--no-subscribe", action="store_true", help="send only (auto_subscribe=False)")
-    p.add_argument("--seconds", type=float, default=0.0, help="leave after this long (0: until SIGINT/SIGTERM)")
-    p.add_argument("--stats-interval", type=float, default=2.0)
+    p.add_argument("--seconds", type=cli_args.non_negative, default=0.0,
+                   help="leave after this long (0: until SIGINT/SIGTERM)")
+    p.add_argument("--stats-interval", type=cli_args.positive, default=2.0, help="seconds (> 0, default 2)")
     p.set_defaults(func=cmd_bot)
 
     p = sub.add_parser("devices", parents=[common], help="list cameras, microphones and speakers")
     p.set_defaults(func=cmd_devices)
 
-    p = sub.add_parser("bench", parents=[common], help="run benchmarks (python -m benchmarks)")
+    # ``main`` hands everything after ``bench`` to the benchmarks' own parser (``callrt bench --help``)
+    p = sub.add_parser("bench", parents=[common], add_help=False,
+                       help="run benchmarks (python -m benchmarks; callrt bench --help lists them)")
     p.add_argument("bench_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_bench)
 
@@ -391,9 +441,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse a command line; ``--url`` given nowhere is ``CALLRT_URL`` or the default (``swarm``: None,
+    meaning a coordinator of its own)."""
+    args = build_parser().parse_args(argv)
+    if args.url is None and args.command != "swarm":
+        args.url = os.environ.get("CALLRT_URL", DEFAULT_URL)
+    return args
+
+
+def bench_split(argv: Sequence[str]) -> tuple[list[str], list[str]] | None:
+    """``(callrt's options, the benchmarks' arguments)`` when the command is ``bench``, else None.
+
+    The command is the first word that is neither an option nor the value of one of ``VALUE_OPTIONS``;
+    everything after ``bench`` goes to ``python -m benchmarks``'s parser unchanged.
+    """
+    expects_value = False
+    for i, word in enumerate(argv):
+        if expects_value:
+            expects_value = False
+        elif word.startswith("--") and len(word) > 2:
+            # argparse accepts unambiguous prefixes (--ur X), so match those too
+            expects_value = "=" not in word and any(o.startswith(word) for o in VALUE_OPTIONS)
+        elif word.startswith("-") and word != "-":
+            continue
+        else:
+            return (list(argv[:i]), list(argv[i + 1:])) if word == "bench" else None
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    split = bench_split(argv)
+    if split is not None:
+        args = parse_args([*split[0], "bench"])
+        args.bench_args = split[1]
+    else:
+        args = parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:

@@ -12,6 +12,8 @@ import argparse
 import asyncio
 import json
 import logging
+import math
+import os
 import statistics
 import sys
 import time
@@ -23,10 +25,13 @@ import psutil
 
 from devices import TestPattern, Tone, dominant_frequency, read_frame_index
 from devices.tone import FREQ_TOLERANCE_HZ
+from media.errors import CallrtError
 from media.frames import VideoFrame
 from media.source import VideoSource
 from signaling.call import Call
+from signaling.cli_args import parse_resolution
 from signaling.client import Client
+from signaling.errors import InvalidRequest
 from signaling.event_loop import running_loop_name
 from signaling.rtc.remote import RemoteParticipant, RemoteTrack
 from signaling.server.config import ServerConfig
@@ -239,10 +244,18 @@ async def run_demo(*, bots: int = 2, seconds: float = 10.0, codec: str = "vp8", 
                    snapshot: str | None = None, progress: bool = True, url: str | None = None,
                    api_key: str | None = None, api_secret: str | None = None,
                    call_id: str | None = None) -> DemoReport:
-    """Run the demo against ``url`` (or an embedded coordinator) and return the verified report."""
-    width, height = (int(x) for x in resolution.lower().split("x"))
+    """Run the demo against ``url`` (or an embedded coordinator) and return the verified report.
+
+    Bad arguments raise ``InvalidRequest`` before anything starts, an unwritable ``snapshot`` included;
+    a snapshot that cannot be written at the end raises ``SnapshotFailed``.
+    """
+    width, height = parse_resolution(resolution)
     if bots < 2:
-        raise ValueError("the demo needs at least 2 bots")
+        raise InvalidRequest(f"the demo needs at least 2 bots, got {bots}")
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise InvalidRequest(f"the demo runs for a number of seconds > 0, got {seconds}")
+    if snapshot:
+        check_snapshot_path(snapshot)
     config = ServerConfig.from_env()
     coordinator = None
     if url is None:
@@ -305,6 +318,31 @@ def _progress_line(members: list[DemoBot], elapsed: float, total: float) -> None
     sys.stderr.flush()
 
 
+class SnapshotFailed(CallrtError):
+    """``callrt demo --snapshot``: no frame was received, or the image could not be written."""
+
+    code = "snapshot_failed"
+    status = 500
+
+
+def check_snapshot_path(path: str) -> None:
+    """Raise ``InvalidRequest`` unless an image can be written at ``path``: its folder exists and is
+    writable, and OpenCV has a writer for its extension (.png, .jpg, ...)."""
+    from media._opencv import cv2
+
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise InvalidRequest(f"--snapshot {path}: the folder {folder} does not exist")
+    if os.path.isdir(path):
+        raise InvalidRequest(f"--snapshot {path}: is a folder; name a file in it, e.g. "
+                             f"{os.path.join(path, 'demo.png')}")
+    if not os.access(folder, os.W_OK):
+        raise InvalidRequest(f"--snapshot {path}: the folder {folder} is not writable")
+    if not cv2.haveImageWriter(path):
+        raise InvalidRequest(f"--snapshot {path}: OpenCV cannot write this kind of image; "
+                             "end the name with .png or .jpg")
+
+
 def _save_snapshot(bot: DemoBot, path: str) -> None:
     from media._opencv import cv2
 
@@ -315,9 +353,14 @@ def _save_snapshot(bot: DemoBot, path: str) -> None:
             if bgr is not None:
                 images.append(bgr.copy())
     if not images:
-        raise RuntimeError("no received frame to snapshot")
+        raise SnapshotFailed(f"--snapshot {path}: no frame was received to save")
     height = min(i.shape[0] for i in images)
-    cv2.imwrite(path, np.hstack([i[:height] for i in images]))
+    try:
+        written = cv2.imwrite(path, np.hstack([i[:height] for i in images]))
+    except cv2.error as exc:
+        raise SnapshotFailed(f"--snapshot {path}: OpenCV could not write it ({exc})") from exc
+    if not written:
+        raise SnapshotFailed(f"--snapshot {path}: OpenCV could not write it")
 
 
 async def run_demo_cli(args: argparse.Namespace) -> int:
@@ -325,8 +368,6 @@ async def run_demo_cli(args: argparse.Namespace) -> int:
     if args.against_url:  # bots in a call on a running coordinator (e.g. to watch it in the browser)
         remote = {"url": args.url, "api_key": args.api_key, "api_secret": args.api_secret}
         if not args.api_key or not args.api_secret:
-            from signaling.errors import InvalidRequest
-
             raise InvalidRequest("--against-url needs the API key and secret (CALLRT_API_KEY/CALLRT_API_SECRET)")
     report = await run_demo(bots=args.bots, seconds=args.seconds, codec=args.codec, resolution=args.resolution,
                             snapshot=args.snapshot, progress=not args.json, call_id=args.call_id, **remote)

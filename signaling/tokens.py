@@ -19,7 +19,7 @@ from typing import Any
 
 import jwt
 
-from signaling.errors import Unauthenticated
+from signaling.errors import InvalidRequest, Unauthenticated
 from signaling.models import USER_ID_PATTERN
 
 _USER_ID_RE = re.compile(USER_ID_PATTERN)
@@ -57,8 +57,8 @@ class TokenIssuer:
         return f"TokenIssuer(api_key={self.api_key!r})"
 
     def create_user_token(self, user_id: str, expires_in: float | None = None, **claims: Any) -> str:
-        if not _USER_ID_RE.match(user_id):
-            raise ValueError(f"invalid user id {user_id!r}")
+        if not _USER_ID_RE.fullmatch(user_id):
+            raise InvalidRequest(f"invalid user id {user_id!r}: 1 to 64 letters, digits and @ _ . -")
         now = int(time.time())
         payload: dict[str, Any] = {"user_id": user_id, "iat": now, **claims}
         if expires_in is not None:

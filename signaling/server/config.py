@@ -58,6 +58,29 @@ def generate_dev_keys() -> tuple[str, str]:
     return "dev-" + secrets.token_hex(6), secrets.token_urlsafe(32)
 
 
+DEV_KEYS_SETTING = "dev_keys"
+"""Where ``stored_dev_keys`` keeps the pair in the database's ``settings`` table."""
+
+
+def stored_dev_keys(db_path: str) -> tuple[str, str]:
+    """The development pair of the coordinator database at ``db_path``.
+
+    The first call generates one and stores it in the database; later calls (later starts of
+    ``callrt serve --db`` on the same file) return the same pair, so clients configured with it
+    keep working after a restart. ``:memory:`` stores nothing past the process: a fresh pair each time.
+    """
+    if db_path == ":memory:":
+        return generate_dev_keys()
+    from signaling.server.store import SQLiteStore
+
+    store = SQLiteStore(db_path)
+    try:
+        key, secret = store.setting(DEV_KEYS_SETTING, list(generate_dev_keys()))
+    finally:
+        store.close_now()
+    return str(key), str(secret)
+
+
 def uvicorn_options() -> dict[str, object]:
     """How callrt serves the app with uvicorn (``callrt serve`` and the embedded coordinator alike).
 

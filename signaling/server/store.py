@@ -46,6 +46,8 @@ CREATE TABLE IF NOT EXISTS participants (
     session_id TEXT PRIMARY KEY, cid TEXT NOT NULL, user_id TEXT NOT NULL,
     joined_at REAL NOT NULL, last_seen REAL NOT NULL, published_tracks TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS participants_cid ON participants (cid);
+CREATE TABLE IF NOT EXISTS settings (
+    name TEXT PRIMARY KEY, value TEXT NOT NULL, created_at REAL NOT NULL);
 """
 
 
@@ -155,6 +157,17 @@ class SQLiteStore(Store):
                 raise
             else:
                 self._db.execute("COMMIT")
+
+    # ------------------------------------------------------------ the server's own settings
+
+    def setting(self, name: str, default: Any) -> Any:
+        """The value stored under ``name``; ``default`` (JSON-serialisable) is stored and returned when there is
+        none. Synchronous: read once at start-up (``callrt serve``'s development keys), before the event loop."""
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO settings (name, value, created_at) VALUES (?, ?, ?)",
+                       (name, _j(default), time.time()))
+            row = db.execute("SELECT value FROM settings WHERE name=?", (name,)).fetchone()
+        return json.loads(row["value"])
 
     # ------------------------------------------------------------ users
 
@@ -410,5 +423,9 @@ class SQLiteStore(Store):
             return self._load_call(db, cid)
 
     async def close(self) -> None:
+        self.close_now()
+
+    def close_now(self) -> None:
+        """``close`` for callers without an event loop."""
         with self._lock:
             self._db.close()

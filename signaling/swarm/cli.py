@@ -1,7 +1,7 @@
 """``callrt swarm``: the command line of the bot swarm (run, ``--worker``, ``--merge``).
 
-Wire it into ``signaling/cli.py`` with ``add_swarm_parser(sub, common)``. ``python -m signaling.swarm``
-takes the same options without the subcommand.
+``signaling/cli.py`` registers it with ``add_swarm_parser(sub, common)``; ``python -m signaling.swarm``
+takes the same options without the subcommand. ``DESCRIPTION`` is what ``--help`` shows.
 """
 
 from __future__ import annotations
@@ -13,25 +13,49 @@ import os
 import sys
 from typing import Any
 
+from signaling.cli_args import fraction, integer, number, positive
 from signaling.swarm.errors import InvalidSwarmSpec
 from signaling.swarm.layout import Layout, MediaSpec, check_loop, new_run_id, parse_range, parse_video
 
+DESCRIPTION = """\
+Put many bots into calls and verify every stream they receive: --calls C calls of --per-call P bots
+over worker processes (one per core by default), publishing a tone (--audio) and/or a test pattern
+(--video WxH@FPS) for --seconds. Each participant's latency, received rate and loss are measured and
+get a verdict (real-time, late, lossy, failed); a live line shows progress, then a report is printed.
 
-def add_options(p: argparse.ArgumentParser) -> None:
-    """Every swarm option, on ``p`` (a ``swarm`` subparser, or ``python -m signaling.swarm``'s parser)."""
-    p.add_argument("--url", default=None, help="coordinator URL (default: start one inside this process)")
-    p.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH",
+Without --url the bots use a coordinator started inside this command. --worker runs one worker of a
+run split over several machines (a --participants range of the same --run-id), and --merge combines
+their reports.
+
+examples:
+  callrt swarm --calls 50 --per-call 2 --audio --seconds 20 --baseline
+  callrt swarm --calls 3 --per-call 4 --video 640x480@30 --seconds 20
+"""
+
+
+def add_options(p: argparse.ArgumentParser, *, inherited: bool = False) -> None:
+    """Every swarm option, on ``p`` (a ``swarm`` subparser, or ``python -m signaling.swarm``'s parser).
+
+    ``inherited``: ``p`` is a ``callrt`` subparser whose ``--url`` and ``--json`` may also be given before
+    ``swarm`` (``callrt --url X swarm``), so here they are set only when given (``callrt``'s parser holds
+    the defaults: no URL, ``--json`` as a flag, which ``run_swarm_cli`` reads as "print the report").
+    """
+    def default(value: Any) -> Any:
+        return argparse.SUPPRESS if inherited else value
+
+    p.add_argument("--url", default=default(None), help="coordinator URL (default: start one inside this process)")
+    p.add_argument("--json", nargs="?", const="-", default=default(None), metavar="PATH",
                    help="write the report as JSON to PATH (no PATH: print it instead of the text)")
     g = p.add_argument_group("load")
     g.add_argument("--calls", type=int, default=2, help="calls (default 2)")
     g.add_argument("--per-call", type=int, default=2, help="participants per call (default 2)")
-    g.add_argument("--seconds", type=float, default=20.0, help="measured seconds in the calls (default 20)")
+    g.add_argument("--seconds", type=positive, default=20.0, help="measured seconds in the calls (default 20)")
     g.add_argument("--audio", action=argparse.BooleanOptionalAction, default=True,
                    help="publish a marked tone, Opus 48 kHz mono (default on)")
     g.add_argument("--video", default="none", metavar="WxH@FPS", help="publish a stamped test pattern, e.g. "
                    "640x480@30 (default none)")
     g.add_argument("--codec", choices=["vp8", "h264"], default="vp8")
-    g.add_argument("--bitrate", type=int, default=800_000, help="video bits/s (default 800000)")
+    g.add_argument("--bitrate", type=integer(1), default=800_000, help="video bits/s (default 800000)")
     g.add_argument("--audio-encoding", choices=["replay", "live"], default="replay",
                    help="callrt bots send their tone encoded once at start (replay, default) or encode it "
                         "live like a microphone (live); the aiortc baseline always encodes live")
@@ -46,9 +70,9 @@ def add_options(p: argparse.ArgumentParser) -> None:
                    help="give workers whole calls or equal participant counts (auto: whole calls when they "
                         "divide evenly; the aiortc baseline always gets whole calls)")
     g.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio", help="event loop of the workers")
-    g.add_argument("--executor-threads", type=int, default=None, metavar="N",
+    g.add_argument("--executor-threads", type=integer(1), default=None, metavar="N",
                    help="threads of each worker's default executor (aiortc's per-peer encoders run there)")
-    g.add_argument("--join-concurrency", type=int, default=8, metavar="N", help="joins at once per worker")
+    g.add_argument("--join-concurrency", type=integer(1), default=8, metavar="N", help="joins at once per worker")
     g.add_argument("--experiment", action="append", default=[], metavar="NAME",
                    help="callrt workers: apply a prototype of a media/rtc change (see signaling/swarm/experiments.py)")
     g.add_argument("--run-id", default=None, help="names the calls and users (default: random); workers of one "
@@ -59,18 +83,18 @@ def add_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--plot", default=None, metavar="PATH.png", help="latency and received rate over time per worker")
     g.add_argument("--all-rows", action="store_true", help="list every participant, not only the ones in trouble")
     g.add_argument("--keep-logs", action="store_true", help="keep the workers' logs and reports")
-    g.add_argument("--late-ms", type=float, default=250.0, help="latency p95 above this is late (default 250)")
-    g.add_argument("--trend-ms", type=float, default=100.0, help="latency growth above this is late (default 100)")
-    g.add_argument("--min-rate", type=float, default=0.96,
+    g.add_argument("--late-ms", type=positive, default=250.0, help="latency p95 above this is late (default 250)")
+    g.add_argument("--trend-ms", type=number(0), default=100.0, help="latency growth above this is late (default 100)")
+    g.add_argument("--min-rate", type=fraction, default=0.96,
                    help="received rate below this fraction of the source's is lossy (default 0.96)")
-    g.add_argument("--max-loss", type=float, default=0.02, help="loss above this fraction is lossy (default 0.02)")
+    g.add_argument("--max-loss", type=fraction, default=0.02, help="loss above this fraction is lossy (default 0.02)")
     g = p.add_argument_group("workers on other machines, merging")
     g.add_argument("--worker", action="store_true",
                    help="run one worker: --participants A-B of the layout against --url, write --json PATH")
     g.add_argument("--participants", default=None, metavar="A-B", help="--worker: participant range (inclusive)")
-    g.add_argument("--cpu", type=int, default=None, help="--worker: pin to this core")
+    g.add_argument("--cpu", type=integer(0), default=None, help="--worker: pin to this core")
     g.add_argument("--engine", choices=["callrt", "aiortc"], default="callrt", help="--worker: engine")
-    g.add_argument("--worker-index", type=int, default=0, help="--worker: number shown in reports")
+    g.add_argument("--worker-index", type=integer(0), default=0, help="--worker: number shown in reports")
     g.add_argument("--ipc", action="store_true", help=argparse.SUPPRESS)
     g.add_argument("--merge", nargs="+", default=None, metavar="REPORT.json",
                    help="merge worker or swarm reports into one and print it")
@@ -79,23 +103,26 @@ def add_options(p: argparse.ArgumentParser) -> None:
 def add_swarm_parser(subparsers: Any, common_parent: argparse.ArgumentParser) -> None:
     """Register ``callrt swarm``.
 
-    It takes the common ``--api-key``, ``--api-secret`` and ``-v`` (with the common parser's defaults)
-    but its own ``--url`` (absent: start a coordinator) and ``--json [PATH]`` (a path writes the report
-    there). The common parser is not used as a parent: argparse's conflict resolution would edit its
-    shared actions and break every other command.
+    It takes the common ``--api-key``, ``--api-secret`` and ``-v`` but its own ``--url`` (absent: start a
+    coordinator) and ``--json [PATH]`` (a path writes the report there). Like the common options on
+    every ``callrt`` subcommand, they are set only when given after ``swarm``: the values and defaults
+    come from ``callrt``'s own parser, so ``callrt --api-key K swarm`` works too (``common_parent`` is
+    kept for the signature; its defaults are not read). The common parser is not used as a parent:
+    argparse's conflict resolution would edit its shared actions and break every other command.
     """
     p = subparsers.add_parser("swarm", help="many verified bot participants over worker processes, live figures, "
-                              "a report", description=__doc__)
-    _add_credentials(p, common_parent.get_default("api_key"), common_parent.get_default("api_secret"))
-    add_options(p)
+                              "a report", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_credentials(p, argparse.SUPPRESS, argparse.SUPPRESS, verbose_default=argparse.SUPPRESS)
+    add_options(p, inherited=True)
     p.set_defaults(func=run_swarm_cli)
 
 
-def _add_credentials(p: argparse.ArgumentParser, api_key: str | None, api_secret: str | None) -> None:
+def _add_credentials(p: argparse.ArgumentParser, api_key: str | None, api_secret: str | None,
+                     verbose_default: Any = 0) -> None:
     p.add_argument("--api-key", default=api_key, help="API key (default CALLRT_API_KEY)")
     p.add_argument("--api-secret", default=api_secret, help="API secret, to mint the bots' tokens "
                    "(default CALLRT_API_SECRET)")
-    p.add_argument("-v", "--verbose", action="count", default=0)
+    p.add_argument("-v", "--verbose", action="count", default=verbose_default, help="more logging (-vv: debug)")
 
 
 def _thresholds(args: argparse.Namespace) -> Any:
@@ -129,6 +156,9 @@ def _emit(args: argparse.Namespace, report: dict[str, Any], text: str) -> None:
 def run_swarm_cli(args: argparse.Namespace) -> int:
     """The ``swarm`` handler: 0 when no participant failed, 1 otherwise, 130 when interrupted."""
     from signaling.swarm import report as rp
+
+    if isinstance(args.json, bool):  # ``callrt --json swarm``: callrt's flag, "print the report as JSON"
+        args.json = "-" if args.json else None
 
     if args.merge:
         merged = rp.merge([rp.load(p) for p in args.merge])
@@ -191,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     from media.errors import CallrtError
     from signaling.tables import print_error
 
-    p = argparse.ArgumentParser(prog="python -m signaling.swarm", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m signaling.swarm", description=DESCRIPTION,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_credentials(p, os.environ.get("CALLRT_API_KEY"), os.environ.get("CALLRT_API_SECRET"))
     add_options(p)
     args = p.parse_args(argv)

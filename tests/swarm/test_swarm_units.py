@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
+import json
 import time
 
 import av
@@ -15,7 +15,6 @@ from media.codecs import AudioDecoder, AudioEncoder, VideoDecoder, VideoEncoder,
 from media.frames import EncodedVideoFrame, OpusAudioFrame, VideoFrame
 from media.source import SourceEnded
 from signaling.swarm.checks import Timeline, VideoCheck
-from signaling.swarm.cli import add_swarm_parser
 from signaling.swarm.errors import InvalidSwarmSpec, ReportError
 from signaling.swarm.layout import Layout, MediaSpec, parse_range, parse_video, split, whole_calls
 from signaling.swarm.participant import Thresholds, failed_result, verdict
@@ -274,20 +273,43 @@ def test_merge_marks_uncovered_participants_failed_and_refuses_other_runs():
         merge([w0, w0])
 
 
-def test_parser_replaces_the_common_json_and_url_options():
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", default="http://127.0.0.1:3080")
-    common.add_argument("--api-key")
-    common.add_argument("--api-secret")
-    common.add_argument("--json", action="store_true")
-    common.add_argument("-v", "--verbose", action="count", default=0)
-    parser = argparse.ArgumentParser(parents=[common])
-    add_swarm_parser(parser.add_subparsers(dest="command"), common)
-    args = parser.parse_args(["swarm", "--calls", "3", "--video", "640x480@30", "--json", "out.json"])
+def test_parser_replaces_the_common_json_and_url_options(monkeypatch):
+    from signaling.cli import parse_args
+
+    monkeypatch.delenv("CALLRT_URL", raising=False)
+    args = parse_args(["swarm", "--calls", "3", "--video", "640x480@30", "--json", "out.json"])
     assert args.calls == 3 and args.json == "out.json" and args.url is None and callable(args.func)
-    assert parser.parse_args(["swarm", "--json"]).json == "-"
-    merge_args = parser.parse_args(["swarm", "--merge", "a.json", "b.json"])
+    assert parse_args(["swarm", "--json"]).json == "-"
+    merge_args = parse_args(["swarm", "--merge", "a.json", "b.json"])
     assert merge_args.merge == ["a.json", "b.json"]
+
+
+@pytest.mark.parametrize(("argv", "url", "api_key", "verbose"), [
+    (["--url", "http://coord:3080", "--api-key", "k1", "-v", "swarm"], "http://coord:3080", "k1", 1),
+    (["swarm", "--url", "http://coord:3080", "--api-key", "k1", "-v"], "http://coord:3080", "k1", 1),
+    (["--url", "http://a:1", "--api-key", "k0", "swarm", "--url", "http://b:2", "--api-key", "k1"], "http://b:2",
+     "k1", 0),
+])
+def test_swarm_takes_the_common_options_before_or_after_its_name(monkeypatch, argv, url, api_key, verbose):
+    from signaling.cli import parse_args
+
+    monkeypatch.setenv("CALLRT_API_KEY", "from-env")
+    args = parse_args(argv)
+    assert (args.url, args.api_key, args.verbose) == (url, api_key, verbose)
+
+
+@pytest.mark.parametrize("argv", [["--json", "swarm", "--merge"], ["swarm", "--json", "--merge"]])
+def test_callrt_json_before_or_after_swarm_prints_the_merged_report(tmp_path, capsys, argv):
+    from signaling.cli import main
+
+    layout, media = Layout("runj", 2, 2), MediaSpec()
+    paths = []
+    for i, r in enumerate((range(0, 2), range(2, 4))):
+        paths.append(tmp_path / f"w{i}.json")
+        paths[-1].write_text(json.dumps(_worker("callrt", i, r, layout, media)))
+    assert main([*argv, *map(str, paths)]) == 0
+    merged = json.loads(capsys.readouterr().out)
+    assert merged["ok"] and merged["runs"]["callrt"]["summary"]["real_time"] == 4
 
 
 def test_fast_index_reader_agrees_with_devices():
