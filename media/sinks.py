@@ -21,6 +21,7 @@ path, or in the drain task), so keep them short (copy what you need, hand the re
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -42,6 +43,9 @@ from media.inline_decode import consume_directly, stop_consuming
 
 logger = logging.getLogger(__name__)
 
+RATE_WINDOW_FRAMES = 512
+"""Arrival times kept for ``stats().fps`` (the last second's count): rates above this read as this."""
+
 F = TypeVar("F", PlanarVideoFrame, AudioFrame)
 
 
@@ -56,7 +60,7 @@ class SinkStats:
     queued: int
     """Frames waiting now (at most ``maxsize``)."""
     fps: float
-    """Receive rate over the last second or so."""
+    """Frames received in the last second: 0 about a second after they stop."""
     ended: bool
 
 
@@ -70,9 +74,8 @@ class _Sink(Generic[F]):
         self._ended = asyncio.Event()
         self._closed = False
         self.received = 0
-        self._rate_t0 = time.monotonic()
-        self._rate_n = 0
-        self._fps = 0.0
+        self._started = time.monotonic()
+        self._arrivals: collections.deque[float] = collections.deque(maxlen=RATE_WINDOW_FRAMES)
         if autostart:
             try:
                 asyncio.get_running_loop()
@@ -118,7 +121,20 @@ class _Sink(Generic[F]):
         await self._ended.wait()
 
     def stats(self) -> SinkStats:
-        return SinkStats(self.received, self._queue.dropped, len(self._queue), self._fps, self.ended)
+        return SinkStats(self.received, self._queue.dropped, len(self._queue), self._current_fps(), self.ended)
+
+    def _current_fps(self) -> float:
+        """Frames received in the last second (over the time since the sink started, in its first
+        second, once that is a quarter second): 0 soon after frames stop, never a stale rate."""
+        now = time.monotonic()
+        cutoff = now - 1.0
+        n = 0
+        for t in reversed(self._arrivals):
+            if t <= cutoff:
+                break
+            n += 1
+        span = min(1.0, now - self._started)
+        return n / span if span >= 0.25 else 0.0
 
     async def aclose(self) -> None:
         """Cancel and await the drain task; queued frames are released. Idempotent."""
@@ -164,7 +180,7 @@ class _Sink(Generic[F]):
             logger.exception("sink: dropping an unconvertible frame")
             return
         self.received += 1
-        self._tick()
+        self._arrivals.append(time.monotonic())  # for stats().fps
         self._latest = frame
         self._queue.put(frame)
         for cb in tuple(self._callbacks):
@@ -177,14 +193,6 @@ class _Sink(Generic[F]):
         stop_consuming(self.track, self._take)
         self._queue.close()
         self._ended.set()
-
-    def _tick(self) -> None:
-        self._rate_n += 1
-        now = time.monotonic()
-        elapsed = now - self._rate_t0
-        if elapsed >= 1.0:
-            self._fps = self._rate_n / elapsed
-            self._rate_t0, self._rate_n = now, 0
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:

@@ -47,6 +47,41 @@ class CountingTrack(MediaStreamTrack):
         return out
 
 
+class PausableTrack(MediaStreamTrack):
+    """A real MediaStreamTrack yielding indexed frames at 30 fps while ``running`` is set."""
+
+    kind = "video"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.running = asyncio.Event()
+        self.running.set()
+        self.i = 0
+
+    async def recv(self) -> av.VideoFrame:
+        await self.running.wait()
+        await asyncio.sleep(1 / 30)
+        self.i += 1
+        return to_av(VideoFrame.allocate(64, 48, pts=self.i * 3000))
+
+
+async def test_sink_rate_reads_at_once_and_falls_to_zero_when_frames_stop() -> None:
+    track = PausableTrack()
+    sink = VideoSink(track)
+    try:
+        await asyncio.sleep(0.5)  # before a whole second: already a rate, not 0
+        assert 15 < sink.stats().fps < 45
+        await asyncio.sleep(1.0)
+        assert 20 < sink.stats().fps < 40
+        track.running.clear()  # the sender stops: the rate must not keep its last value
+        await asyncio.sleep(2.2)
+        assert sink.stats().fps < 1.0
+        assert sink.received > 30
+    finally:
+        track.running.set()
+        await sink.aclose()
+
+
 async def test_sink_is_bounded_without_a_consumer() -> None:
     src = PatternVideoSource(320, 240, fps=30)
     await src.start()
