@@ -62,6 +62,7 @@ class MediaSession:
         self.remote: dict[str, RemoteParticipant] = {}
         self._ws: ClientConnection | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._releasing: set[asyncio.Task[Any]] = set()
         self._closed = False
         self._ended = False
         self.reconnects = 0
@@ -189,13 +190,22 @@ class MediaSession:
         self.peers.pop(session_id, None)
         link = self.links.pop(session_id, None)
         participant = self.remote.pop(session_id, None)
-        if link is not None:
-            await link.close()
-        if participant is not None:
-            for sink in (participant.video, participant.audio):
-                if sink is not None:
-                    await sink.aclose()
-            self.call._emitter.emit("participant.left", participant)
+        if link is None and participant is None:
+            return
+        # Shielded: when leave() cancels the task that got here (the peer left just before we did),
+        # the link and sinks it already took out of the maps must still be closed.
+        await asyncio.shield(self._release(self._release_peer(link, participant), f"release-{session_id}"))
+
+    async def _release_peer(self, link: PeerLink | None, participant: RemoteParticipant | None) -> None:
+        try:
+            if link is not None:
+                await link.close()
+        finally:
+            if participant is not None:
+                for sink in (participant.video, participant.audio):
+                    if sink is not None:
+                        await sink.aclose()
+                self.call._emitter.emit("participant.left", participant)
 
     def _on_remote_track(self, session_id: str, track: MediaStreamTrack) -> None:
         participant = self.remote.get(session_id)
@@ -206,7 +216,7 @@ class MediaSession:
         sink: VideoSink | AudioSink = VideoSink(track) if kind == "video" else AudioSink(track)
         old = participant.video if kind == "video" else participant.audio
         if old is not None:
-            self._spawn(old.aclose(), "close-old-sink")
+            self._release(old.aclose(), "close-old-sink")
         if kind == "video":
             participant.video = sink  # type: ignore[assignment]
         else:
@@ -216,7 +226,7 @@ class MediaSession:
     def _on_link_failed(self, link: PeerLink) -> None:
         if self.links.get(link.remote.session_id) is link:
             del self.links[link.remote.session_id]
-            self._spawn(link.close(), "close-failed-link")
+            self._release(link.close(), "close-failed-link")
             if link.remote.session_id in self.peers:  # try once more with a fresh connection
                 self._spawn(self._maybe_link(self.peers[link.remote.session_id]), "relink")
 
@@ -317,6 +327,20 @@ class MediaSession:
             await asyncio.sleep(PING_INTERVAL_S)
             await self._send({"type": "ping"})
 
+    def _release(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        """Run a release (closing a link or a sink) as a task that ``aclose`` waits for rather than
+        cancels: a release cut short would leave a peer connection or a sink's task behind."""
+        task = asyncio.ensure_future(coro)
+        self._releasing.add(task)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            self._releasing.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                logger.error("media release %s failed", name, exc_info=t.exception())
+
+        task.add_done_callback(done)
+        return task
+
     def _spawn(self, coro: Any, name: str) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
@@ -358,6 +382,8 @@ class MediaSession:
         pending = [t for t in self._tasks if t is not current]
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
+        if self._releasing:  # releases started before (a peer that left just before us): finished, not cut
+            await asyncio.gather(*self._releasing, return_exceptions=True)
 
 
 async def open_media_session(call: Call, join: JoinCallResponse) -> MediaSession:

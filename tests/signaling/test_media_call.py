@@ -106,6 +106,25 @@ async def test_wait_for_track_errors(bots):
         await waiting
 
 
+@pytest.mark.parametrize("attempt", range(3))
+async def test_leaving_right_after_a_peer_left_still_closes_its_sinks(bots, attempt):
+    """The peer's removal (closing its connection, then its sinks) is under way when we leave:
+    leave() cancels the task doing it, and the sinks it had taken out must still be closed."""
+    alice, bob = await bots("alice", f"left-first-{attempt}", 440), await bots("bob", f"left-first-{attempt}", 660)
+    await alice.call.join(create=True)
+    await bob.call.camera.disable()
+    await bob.call.microphone.disable()
+    await bob.call.join()
+    video = await bob.call.wait_for_track("video", user_id="alice", timeout=20)
+    audio = await bob.call.wait_for_track("audio", user_id="alice", timeout=20)
+    await alice.call.leave()
+    await eventually(lambda: not bob.call.remote_participants, timeout=10, interval=0)  # removal started
+    await bob.call.leave()
+    assert video.sink.ended and audio.sink.ended
+    left = [t for t in asyncio.all_tasks() if t.get_name() == "callrt-sink" and not t.done()]
+    assert not left, left
+
+
 async def test_mute_and_unmute_mid_call_on_the_same_connection(bots):
     alice, bob = await bots("alice", "mute", 440), await bots("bob", "mute", 660)
     await alice.call.join(create=True)
