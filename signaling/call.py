@@ -18,7 +18,13 @@ from pydantic import BaseModel, ValidationError
 from signaling.call_state import CallingState, CallState
 from signaling.device_manager import DeviceManager
 from signaling.emitter import EventEmitter, Handler
-from signaling.errors import InvalidRequest, InvalidState, SignalingError, from_validation_errors
+from signaling.errors import (
+    InvalidRequest,
+    InvalidState,
+    PermissionDenied,
+    SignalingError,
+    from_validation_errors,
+)
 from signaling.models import (
     CALL_ID_PATTERN,
     CALL_TYPE_PATTERN,
@@ -247,8 +253,10 @@ class Call:
             params = {"connection_id": conn} if conn else None
             result = await self.client._request_as(JoinCallResponse, "POST", f"{self._path}/join", json=body,
                                                    params=params)
-        except BaseException:
+        except BaseException as exc:
             self._set_calling_state(previous)
+            if isinstance(exc, PermissionDenied):  # BackstageClosed among them: the call exists
+                await self._watch_after_refusal()
             raise
         self._apply(result)
         self.participant = result.participant
@@ -268,6 +276,14 @@ class Call:
         logger.info("joined %s as session %s (camera %s, microphone %s)", self.cid, self.session_id,
                     self.camera.status.value, self.microphone.status.value)
         return result
+
+    async def _watch_after_refusal(self) -> None:
+        """A refused join still watches the call (as ``get`` does), so that the caller hears when it
+        may try again: ``call.live_started`` after a ``BackstageClosed``, a member added."""
+        try:
+            await self.get()
+        except SignalingError as exc:  # no read-call either: nothing to watch
+            logger.debug("not watching %s after a refused join: %s", self.cid, exc)
 
     async def _start_media(self, result: JoinCallResponse) -> None:
         """Open the media session with the join credentials (a no-op until a media runtime is installed)."""

@@ -161,8 +161,7 @@ async def cmd_call_type(args: argparse.Namespace) -> int:
                                                      for t in types], ["name", "roles", "backstage"]))
             return 0
         if args.action == "create":
-            base = await sc.get_call_type(args.copy_from) if args.copy_from else None
-            ct = await sc.create_call_type(args.name, grants=base.grants if base else {},
+            ct = await sc.create_call_type(args.name, copy_from=args.copy_from,
                                            settings=_parse_settings(args.settings or []))
         elif args.action == "grant":
             ct = await sc.grant(args.name, args.role, args.capabilities)

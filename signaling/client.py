@@ -267,8 +267,13 @@ class ServerClient(Client):
         return UserResponse.model_validate(await self._request("GET", f"/video/users/{user_id}"))
 
     async def create_call_type(self, name: str, *, grants: Mapping[str, list[str]] | None = None,
-                               settings: Mapping[str, Any] | None = None) -> CallTypeResponse:
-        body = _validated(CallTypeRequest, {"name": name, "grants": dict(grants or {}),
+                               settings: Mapping[str, Any] | None = None,
+                               copy_from: str | None = None) -> CallTypeResponse:
+        """Create a call type. Its roles hold only ``grants``: with none, nobody may even create a call
+        of it. ``copy_from="default"`` starts from that type's grants (``grants`` then replaces the
+        roles it names), as the reference's dashboard starts a new type from the default one."""
+        base: dict[str, list[str]] = dict((await self.get_call_type(copy_from)).grants) if copy_from else {}
+        body = _validated(CallTypeRequest, {"name": name, "grants": {**base, **dict(grants or {})},
                                             "settings": dict(settings or {})})
         return CallTypeResponse.model_validate(await self._request("POST", "/video/calltypes", json=body))
 

@@ -12,6 +12,7 @@ from signaling import (
     CallEnded,
     CallingState,
     CallNotFound,
+    CallTypeNotFound,
     DeviceStatus,
     InvalidState,
     PermissionDenied,
@@ -335,6 +336,22 @@ async def test_backstage_with_join_ahead_time(client_for, server_client):
     assert viewer.state.calling_state is CallingState.JOINED
 
 
+async def test_a_join_refused_by_the_backstage_still_hears_the_call_go_live(client_for):
+    alice, bob = await client_for("alice"), await client_for("bob")
+    host = alice.call("livestream", "refused-then-live")
+    await host.get_or_create()
+    viewer = bob.call("livestream", "refused-then-live")
+    live_events: list = []
+    viewer.on("call.live_started", live_events.append)
+    with pytest.raises(BackstageClosed):
+        await viewer.join()
+    assert viewer.state.calling_state is CallingState.IDLE and viewer.state.live is False
+    await host.go_live()  # the refused instance learns it without a get() of its own ...
+    await eventually(lambda: live_events and viewer.state.live)
+    await viewer.join()  # ... and joins on the event, as a waiting viewer would
+    assert viewer.state.calling_state is CallingState.JOINED
+
+
 async def test_backstage_go_live_and_stop_live(client_for):
     alice, bob, carol = await client_for("alice"), await client_for("bob"), await client_for("carol")
     host = alice.call("livestream", "live")
@@ -356,9 +373,21 @@ async def test_backstage_go_live_and_stop_live(client_for):
         await carol.call("livestream", "live").join()
 
 
+async def test_a_new_call_type_holds_only_the_grants_it_was_given(server_client):
+    bare = await server_client.create_call_type("bare")
+    assert bare.grants == {}
+    default = (await server_client.get_call_type("default")).grants
+    mixed = await server_client.create_call_type("mixed", copy_from="default", grants={"user": ["read-call"]})
+    assert mixed.grants["user"] == ["read-call"]
+    assert {r: g for r, g in mixed.grants.items() if r != "user"} == {r: g for r, g in default.items() if r != "user"}
+    with pytest.raises(CallTypeNotFound):
+        await server_client.create_call_type("orphan", copy_from="no-such-type")
+
+
 async def test_restricted_access_in_two_steps(client_for, server_client):
     # Step 1: roles and permissions of my-call-type (the dashboard steps, here API calls)
-    await server_client.create_call_type("my-call-type", grants=(await server_client.get_call_type("default")).grants)
+    created = await server_client.create_call_type("my-call-type", copy_from="default")
+    assert created.grants == (await server_client.get_call_type("default")).grants
     await server_client.revoke("my-call-type", "user", ["join-call"])
     await server_client.grant("my-call-type", "call_member", ["join-call"])
     ct = await server_client.get_call_type("my-call-type")
