@@ -22,6 +22,7 @@ from aiortc import MediaStreamTrack, RTCConfiguration, RTCIceServer, RTCPeerConn
 
 from media.receive_path import prepare_receiver
 from signaling.media_protocol import PeerInfo, SessionDescription
+from signaling.rtc import ice_consent
 
 if TYPE_CHECKING:
     from signaling.rtc.session import MediaSession
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 KINDS: tuple[Literal["audio", "video"], ...] = ("audio", "video")
+
+ice_consent.apply()  # aioice's consent task can outlive a connection closed while it connected
 
 
 class PeerLink:

@@ -92,3 +92,31 @@ async def test_event_socket_reconnects_and_resynchronises(client_for, server_cli
     assert states[:2] == [CallingState.RECONNECTING, CallingState.JOINED]
     await b.update(custom={"after": "reconnect"})  # and live events flow again
     await eventually(lambda: a.state.custom == {"after": "reconnect"})
+
+
+async def test_a_consent_task_started_on_a_closed_ice_connection_ends_at_once():
+    """aioice's race (signaling.rtc.ice_consent): connect() starting consent checks after close()."""
+    import aioice
+
+    import signaling.rtc.peer  # noqa: F401  (the media runtime installs the guard)
+
+    conn = aioice.Connection(ice_controlling=True)
+    conn.remote_username, conn.remote_password = "remote", "remote-password"
+    await conn.close()
+    # unguarded, this sleeps ~5 s, then checks an empty pair list forever
+    await asyncio.wait_for(conn.query_consent(), timeout=1.0)
+
+
+async def test_the_consent_guard_leaves_open_connections_alone():
+    import aioice
+
+    from signaling.rtc import ice_consent
+
+    assert ice_consent.apply() and ice_consent.apply()  # idempotent
+    conn = aioice.Connection(ice_controlling=True)
+    conn.remote_username, conn.remote_password = "remote", "remote-password"
+    task = asyncio.ensure_future(conn.query_consent())
+    await asyncio.sleep(0.3)
+    assert not task.done()  # still keeping consent fresh
+    task.cancel()
+    await conn.close()
