@@ -330,27 +330,11 @@ class MediaSession:
     def _release(self, coro: Any, name: str) -> asyncio.Task[Any]:
         """Run a release (closing a link or a sink) as a task that ``aclose`` waits for rather than
         cancels: a release cut short would leave a peer connection or a sink's task behind."""
-        task = asyncio.ensure_future(coro)
-        self._releasing.add(task)
-
-        def done(t: asyncio.Task[Any]) -> None:
-            self._releasing.discard(t)
-            if not t.cancelled() and t.exception() is not None:
-                logger.error("media release %s failed", name, exc_info=t.exception())
-
-        task.add_done_callback(done)
-        return task
+        return _start(coro, self._releasing, f"media release {name}")
 
     def _spawn(self, coro: Any, name: str) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-
-        def done(t: asyncio.Task[Any]) -> None:
-            self._tasks.discard(t)
-            if not t.cancelled() and t.exception() is not None:
-                logger.error("media task %s failed", name, exc_info=t.exception())
-
-        task.add_done_callback(done)
+        """Run ``coro`` as a task of this session (``aclose`` cancels what is still running)."""
+        _start(coro, self._tasks, f"media task {name}")
 
     # ------------------------------------------------------------ events and closing
 
@@ -384,6 +368,20 @@ class MediaSession:
             await asyncio.gather(*pending, return_exceptions=True)
         if self._releasing:  # releases started before (a peer that left just before us): finished, not cut
             await asyncio.gather(*self._releasing, return_exceptions=True)
+
+
+def _start(coro: Any, into: set[asyncio.Task[Any]], what: str) -> asyncio.Task[Any]:
+    """A task kept in ``into`` while it runs; its failure is logged as ``what``."""
+    task = asyncio.ensure_future(coro)
+    into.add(task)
+
+    def done(t: asyncio.Task[Any]) -> None:
+        into.discard(t)
+        if not t.cancelled() and t.exception() is not None:
+            logger.error("%s failed", what, exc_info=t.exception())
+
+    task.add_done_callback(done)
+    return task
 
 
 async def open_media_session(call: Call, join: JoinCallResponse) -> MediaSession:
