@@ -436,7 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("bench_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_bench)
 
-    add_swarm_parser(sub, common)
+    add_swarm_parser(sub)
     return parser
 
 

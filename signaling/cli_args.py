@@ -25,15 +25,24 @@ MAX_WIDTH, MAX_HEIGHT = 3840, 2160
 _RESOLUTION_RE = re.compile(r"^(\d+)x(\d+)$", re.ASCII)
 
 
+def size_problem(width: int, height: int) -> str | None:
+    """Why ``width`` x ``height`` is not a video size callrt sends (even, 32..3840 x 16..2160), or None.
+
+    The one rule behind ``--resolution``, ``callrt bot --video pattern:WxH`` and ``callrt swarm --video``."""
+    if width % 2 or height % 2 or not (MIN_WIDTH <= width <= MAX_WIDTH and MIN_HEIGHT <= height <= MAX_HEIGHT):
+        return f"width and height must be even, {MIN_WIDTH}..{MAX_WIDTH} x {MIN_HEIGHT}..{MAX_HEIGHT}"
+    return None
+
+
 def parse_resolution(text: str) -> tuple[int, int]:
     """``WxH`` → ``(width, height)``: even integers within 32..3840 x 16..2160, else ``InvalidRequest``."""
     m = _RESOLUTION_RE.match(text.strip().lower())
     if not m:
         raise InvalidRequest(f"resolution {text!r}: expected WxH, e.g. 640x480")
     width, height = int(m.group(1)), int(m.group(2))
-    if width % 2 or height % 2 or not (MIN_WIDTH <= width <= MAX_WIDTH and MIN_HEIGHT <= height <= MAX_HEIGHT):
-        raise InvalidRequest(f"resolution {text!r}: width and height must be even, "
-                             f"{MIN_WIDTH}..{MAX_WIDTH} x {MIN_HEIGHT}..{MAX_HEIGHT}")
+    problem = size_problem(width, height)
+    if problem:
+        raise InvalidRequest(f"resolution {text!r}: {problem}")
     return width, height
 
 

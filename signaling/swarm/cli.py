@@ -1,6 +1,6 @@
 """``callrt swarm``: the command line of the bot swarm (run, ``--worker``, ``--merge``).
 
-``signaling/cli.py`` registers it with ``add_swarm_parser(sub, common)``; ``python -m signaling.swarm``
+``signaling/cli.py`` registers it with ``add_swarm_parser(sub)``; ``python -m signaling.swarm``
 takes the same options without the subcommand. ``DESCRIPTION`` is what ``--help`` shows.
 """
 
@@ -100,15 +100,15 @@ def add_options(p: argparse.ArgumentParser, *, inherited: bool = False) -> None:
                    help="merge worker or swarm reports into one and print it")
 
 
-def add_swarm_parser(subparsers: Any, common_parent: argparse.ArgumentParser) -> None:
+def add_swarm_parser(subparsers: Any) -> None:
     """Register ``callrt swarm``.
 
     It takes the common ``--api-key``, ``--api-secret`` and ``-v`` but its own ``--url`` (absent: start a
     coordinator) and ``--json [PATH]`` (a path writes the report there). Like the common options on
     every ``callrt`` subcommand, they are set only when given after ``swarm``: the values and defaults
-    come from ``callrt``'s own parser, so ``callrt --api-key K swarm`` works too (``common_parent`` is
-    kept for the signature; its defaults are not read). The common parser is not used as a parent:
-    argparse's conflict resolution would edit its shared actions and break every other command.
+    come from ``callrt``'s own parser, so ``callrt --api-key K swarm`` works too. ``callrt``'s common
+    parser is not used as a parent: argparse's conflict resolution would edit its shared actions and
+    break every other command.
     """
     p = subparsers.add_parser("swarm", help="many verified bot participants over worker processes, live figures, "
                               "a report", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -15,6 +15,7 @@ import secrets
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from signaling.cli_args import size_problem
 from signaling.swarm.errors import InvalidSwarmSpec
 
 CALL_TYPE = "default"
@@ -62,8 +63,9 @@ def parse_video(spec: str | None) -> VideoSpec | None:
         raise InvalidSwarmSpec(f"--video {spec!r}: expected WxH@fps, e.g. 640x480@30, or none")
     width, height = int(m.group(1)), int(m.group(2))
     fps = float(m.group(3) or 30)
-    if width % 2 or height % 2 or not (32 <= width <= 3840 and 16 <= height <= 2160):
-        raise InvalidSwarmSpec(f"--video {spec!r}: width and height must be even, 32..3840 x 16..2160")
+    problem = size_problem(width, height)
+    if problem:
+        raise InvalidSwarmSpec(f"--video {spec!r}: {problem}")
     if not 1 <= fps <= 60:
         raise InvalidSwarmSpec(f"--video {spec!r}: fps must be 1..60")
     return VideoSpec(width, height, fps)
